@@ -1,0 +1,121 @@
+// The tape autograd.
+//
+// While grad mode is on and an op has an input that requires grad, the op appends one Node to this
+// thread's tape: which tensors went in (by id), which came out, what it saved and how to go backward.
+// Tensor::backward() seeds d(root) and walks the tape in reverse: each node whose outputs received a
+// gradient runs its backward; gradients for inputs that are leaves are accumulated (+=) into their
+// .grad(), those for intermediate tensors are summed in a map keyed by tensor id and freed once their
+// producer has consumed them. Saved tensors are released as the walk passes their node, and the tape is
+// cleared, unless retain_graph is set.
+//
+// Writing an op (see ops/elementwise.cpp):
+//   Tensor y = ...forward...;
+//   if (autograd::should_record({x, w})) {
+//     auto node = std::make_shared<MyNode>();
+//     node->saved_x = autograd::SavedTensor(x);
+//     autograd::record(node, {x, w}, {y});
+//   }
+// and in MyNode::backward(grads) use needs_input_grad(i) to skip gradients nobody asked for.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tg::autograd {
+
+/// Is grad mode on for this thread (default yes)?
+bool grad_mode_enabled();
+
+/// Turns grad mode off for this thread for the guard's lifetime (nests).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+/// A tensor kept for the backward. Remembers the version of the tensor's storage when saved;
+/// get() throws when the storage was modified in place since.
+class SavedTensor {
+ public:
+  SavedTensor() = default;
+  explicit SavedTensor(const Tensor& t);
+  /// The saved tensor; throws tg::Error naming op if it was modified in place or already released.
+  const Tensor& get(const char* op) const;
+  void release() { tensor_ = Tensor(); released_ = true; }
+  bool defined() const { return tensor_.defined(); }
+
+ private:
+  Tensor tensor_;
+  uint64_t version_ = 0;
+  bool released_ = false;
+};
+
+/// What a node knows about one of its inputs.
+struct InputEdge {
+  uint64_t id = 0;                     ///< the input tensor's id
+  std::shared_ptr<TensorImpl> leaf;    ///< set when the input is a leaf that requires grad
+  bool needs_grad = false;             ///< leaf requiring grad, or output of an earlier taped op
+  Shape shape;
+  DType dtype = DType::Float32;
+  Device device = Device::CPU;
+};
+
+/// What a node knows about one of its outputs (no reference: outputs may be freed before backward).
+struct OutputMeta {
+  uint64_t id = 0;
+  Shape shape;
+  DType dtype = DType::Float32;
+  Device device = Device::CPU;
+};
+
+class Node {
+ public:
+  virtual ~Node() = default;
+  virtual const char* name() const = 0;
+  /// grad_outputs has one defined tensor per output (zeros when no gradient flowed into it).
+  /// Returns one tensor per input; an undefined tensor means "no gradient". Gradients for inputs with
+  /// needs_input_grad(i) false are never used and need not be computed.
+  virtual std::vector<Tensor> backward(const std::vector<Tensor>& grad_outputs) = 0;
+  /// Frees saved tensors (called as the walk passes the node, unless retain_graph).
+  virtual void release_saved() {}
+
+  bool needs_input_grad(size_t i) const { return i < inputs_.size() && inputs_[i].needs_grad; }
+  const std::vector<InputEdge>& inputs() const { return inputs_; }
+  const std::vector<OutputMeta>& outputs() const { return outputs_; }
+
+ private:
+  friend void record(const std::shared_ptr<Node>&, const std::vector<Tensor>&,
+                     const std::vector<Tensor>&);
+  std::vector<InputEdge> inputs_;
+  std::vector<OutputMeta> outputs_;
+};
+
+/// True when grad mode is on and any defined input requires grad.
+bool should_record(const std::vector<Tensor>& inputs);
+
+/// Appends node to this thread's tape; marks outputs as requiring grad and produced by node.
+void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
+            const std::vector<Tensor>& outputs);
+
+/// Runs the tape backward from roots with the given gradients (one per root; same shapes).
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_roots,
+              bool retain_graph = false);
+
+/// Number of nodes on this thread's tape.
+size_t tape_size();
+/// Drops this thread's tape (and everything it saved).
+void clear_tape();
+
+/// this += g for gradient accumulation (same shape, dtype, device). Used by the engine.
+void accumulate(Tensor& into, const Tensor& g);
+
+}  // namespace tg::autograd

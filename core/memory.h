@@ -1,0 +1,52 @@
+// Storage and allocation: 64-byte aligned host memory, pinned host memory, and a caching CUDA allocator.
+//
+// The CUDA allocator keeps freed blocks in a free list keyed by their (rounded) size and hands them out
+// again; it calls cudaMalloc only on a miss, and on an out-of-memory first frees its cache and retries.
+// All device work runs on one stream per device, so a block freed by the host may be reused by the next
+// launch in stream order without synchronising (the same rule as PyTorch's allocator).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "core/dtype.h"
+
+namespace tg {
+
+/// A block of memory on one device, shared by every Tensor that views it. It carries the version
+/// counter that autograd uses to detect in-place changes of saved tensors.
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::CPU;
+  bool pinned = false;
+  uint64_t version = 0;
+
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+};
+
+/// Allocates nbytes on device (pinned page-locked host memory when pinned is set and CUDA is built).
+std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pinned = false);
+
+namespace cuda {
+
+struct MemoryStats {
+  size_t bytes_in_use = 0;     ///< bytes handed out to live tensors (rounded block sizes)
+  size_t peak_bytes = 0;       ///< maximum of bytes_in_use since the last reset_peak_memory()
+  size_t bytes_reserved = 0;   ///< bytes obtained from cudaMalloc (in use + cached)
+  uint64_t cuda_mallocs = 0;   ///< number of cudaMalloc calls
+  uint64_t cache_hits = 0;     ///< allocations served from the cache
+};
+
+/// Counters of the caching allocator of the current device (all zero in a build without CUDA).
+MemoryStats memory_stats();
+void reset_peak_memory();
+/// Returns every cached, unused block to the driver.
+void empty_cache();
+
+}  // namespace cuda
+}  // namespace tg
