@@ -1,6 +1,6 @@
 // bias_scale_sigmoid: s = sigmoid((z + bias_c) * scale_c), NCHW; see ops/bias_scale_sigmoid.h.
-// Validation, dispatch, the CPU path (OpenMP over the N * C planes, sums in double) and the autograd
-// node, which saves z, bias and scale and recomputes s in the backward.
+// Validation, dispatch, the CPU path (OpenMP over the N * C planes, sums in double) and the
+// autograd node, which saves z, bias and scale and recomputes s in the backward.
 #include "ops/bias_scale_sigmoid.h"
 
 #include <cmath>
@@ -101,11 +101,11 @@ constexpr const char* kOp = "bias_scale_sigmoid";
 
 // bias / scale: (C, 1, 1) or (C), same dtype and device as z.
 void check_channel_param(const Tensor& t, const char* what, const Tensor& z, int64_t C) {
-  TG_CHECK(t.defined(), kOp, ": expected a defined ", what, " tensor of shape (", C,
-           ", 1, 1) or (", C, "), got an undefined tensor");
+  TG_CHECK(t.defined(), kOp, ": expected a defined ", what, " tensor of shape (", C, ", 1, 1) or (",
+           C, "), got an undefined tensor");
   const Shape& s = t.shape();
-  const bool ok = (s.size() == 3 && s[0] == C && s[1] == 1 && s[2] == 1) ||
-                  (s.size() == 1 && s[0] == C);
+  const bool ok =
+      (s.size() == 3 && s[0] == C && s[1] == 1 && s[2] == 1) || (s.size() == 1 && s[0] == C);
   TG_CHECK(ok, kOp, ": expected ", what, " of shape (", C, ", 1, 1) or (", C, ") for z of shape ",
            z.shape(), ", got ", s);
   TG_CHECK(t.dtype() == z.dtype(), kOp, ": expected ", what, " of dtype ", z.dtype(),
@@ -116,8 +116,8 @@ void check_channel_param(const Tensor& t, const char* what, const Tensor& z, int
 
 detail::BiasScaleSigmoidParams check_inputs(const Tensor& z, const Tensor& bias,
                                             const Tensor& scale) {
-  TG_CHECK(z.defined(), kOp, ": expected a defined input z of shape (N, C, H, W), got an undefined "
-           "tensor");
+  TG_CHECK(z.defined(), kOp,
+           ": expected a defined input z of shape (N, C, H, W), got an undefined tensor");
   TG_CHECK(z.dim() == 4, kOp, ": expected z of shape (N, C, H, W), got ", z.shape());
   TG_CHECK(z.numel() > 0, kOp, ": expected a non-empty z, got shape ", z.shape());
   detail::BiasScaleSigmoidParams p;
@@ -137,9 +137,9 @@ class BiasScaleSigmoidNode : public autograd::Node {
     const Tensor& z = z_.get(kOp);
     const Tensor& bias = bias_.get(kOp);
     const Tensor& scale = scale_.get(kOp);
-    BiasScaleSigmoidGrads g = bias_scale_sigmoid_backward(
-        grad_outputs.at(0), z, bias, scale, needs_input_grad(0), needs_input_grad(1),
-        needs_input_grad(2));
+    BiasScaleSigmoidGrads g =
+        bias_scale_sigmoid_backward(grad_outputs.at(0), z, bias, scale, needs_input_grad(0),
+                                    needs_input_grad(1), needs_input_grad(2));
     return {g.dz, g.dbias, g.dscale};
   }
 
@@ -160,9 +160,8 @@ Tensor bias_scale_sigmoid(const Tensor& z, const Tensor& bias, const Tensor& sca
   dispatch_dtype(z.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if (z.is_cuda()) {
-      TG_IF_CUDA(detail::bias_scale_sigmoid_forward_cuda<T>(p, z.data<T>(), bias.data<T>(),
-                                                            scale.data<T>(), s.data<T>(),
-                                                            cuda::stream()));
+      TG_IF_CUDA(detail::bias_scale_sigmoid_forward_cuda<T>(
+          p, z.data<T>(), bias.data<T>(), scale.data<T>(), s.data<T>(), cuda::stream()));
     } else {
       detail::bias_scale_sigmoid_forward_cpu<T>(p, z.data<T>(), bias.data<T>(), scale.data<T>(),
                                                 s.data<T>());
@@ -204,8 +203,8 @@ BiasScaleSigmoidGrads bias_scale_sigmoid_backward(const Tensor& ds, const Tensor
       TG_IF_CUDA({
         Tensor workspace;
         if (need_dbias || need_dscale) {
-          workspace = Tensor::empty({detail::bias_scale_sigmoid_workspace_size(p)}, z.dtype(),
-                                    z.device());
+          workspace =
+              Tensor::empty({detail::bias_scale_sigmoid_workspace_size(p)}, z.dtype(), z.device());
         }
         detail::bias_scale_sigmoid_backward_cuda<T>(
             p, ds.data<T>(), z.data<T>(), bias.data<T>(), scale.data<T>(), dz, dbias, dscale,

@@ -25,8 +25,8 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
-// Sums a and b over the block (blockDim.x a multiple of 32) in a fixed order; the result is valid in
-// thread 0. shm holds 64 values. Safe to call repeatedly (syncs before reusing shm).
+// Sums a and b over the block (blockDim.x a multiple of 32) in a fixed order; the result is valid
+// in thread 0. shm holds 64 values. Safe to call repeatedly (syncs before reusing shm).
 template <typename T>
 __device__ void block_sum2(T& a, T& b, T* shm) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -58,7 +58,8 @@ __global__ void forward_kernel(const T* __restrict__ z, const T* __restrict__ bi
     const T b = bias[c], k = scale[c];
     const T* zp = z + plane * HxW;
     T* sp = s + plane * HxW;
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) sp[i] = sigmoid_dev((zp[i] + b) * k);
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+      sp[i] = sigmoid_dev((zp[i] + b) * k);
   }
 }
 
@@ -123,7 +124,9 @@ __global__ void backward_reduce_kernel(const T* __restrict__ partials, const T* 
   }
 }
 
-unsigned grid_of(int64_t blocks) { return unsigned(std::min<int64_t>(std::max<int64_t>(blocks, 1), kMaxGrid)); }
+unsigned grid_of(int64_t blocks) {
+  return unsigned(std::min<int64_t>(std::max<int64_t>(blocks, 1), kMaxGrid));
+}
 
 }  // namespace
 
@@ -133,8 +136,8 @@ void bias_scale_sigmoid_forward_cuda(const BiasScaleSigmoidParams& p, const T* z
   const int64_t chunks = (p.HxW + kForwardChunk - 1) / kForwardChunk;
   const int64_t total = p.N * p.C * chunks;
   if (total == 0) return;
-  forward_kernel<T><<<grid_of(total), kThreads, 0, stream>>>(z, bias, scale, s, p.C, p.HxW, chunks,
-                                                             total);
+  forward_kernel<T>
+      <<<grid_of(total), kThreads, 0, stream>>>(z, bias, scale, s, p.C, p.HxW, chunks, total);
   TG_CUDA_CHECK_LAUNCH();
 }
 
@@ -153,8 +156,8 @@ void bias_scale_sigmoid_backward_cuda(const BiasScaleSigmoidParams& p, const T* 
       ds, z, bias, scale, dz, workspace, reduce, p.N, p.C, p.HxW, chunks, total);
   TG_CUDA_CHECK_LAUNCH();
   if (reduce) {
-    backward_reduce_kernel<T><<<grid_of(p.C), kThreads, 0, stream>>>(workspace, scale, dbias,
-                                                                     dscale, p.C, p.N * chunks);
+    backward_reduce_kernel<T>
+        <<<grid_of(p.C), kThreads, 0, stream>>>(workspace, scale, dbias, dscale, p.C, p.N * chunks);
     TG_CUDA_CHECK_LAUNCH();
   }
 }
@@ -167,11 +170,10 @@ template void bias_scale_sigmoid_forward_cuda<double>(const BiasScaleSigmoidPara
                                                       cudaStream_t);
 template void bias_scale_sigmoid_backward_cuda<float>(const BiasScaleSigmoidParams&, const float*,
                                                       const float*, const float*, const float*,
-                                                      float*, float*, float*, float*,
-                                                      cudaStream_t);
-template void bias_scale_sigmoid_backward_cuda<double>(const BiasScaleSigmoidParams&,
-                                                       const double*, const double*,
-                                                       const double*, const double*, double*,
-                                                       double*, double*, double*, cudaStream_t);
+                                                      float*, float*, float*, float*, cudaStream_t);
+template void bias_scale_sigmoid_backward_cuda<double>(const BiasScaleSigmoidParams&, const double*,
+                                                       const double*, const double*, const double*,
+                                                       double*, double*, double*, double*,
+                                                       cudaStream_t);
 
 }  // namespace tg::ops::detail

@@ -1,15 +1,16 @@
 // bias_scale_sigmoid: the fused per-channel affine + sigmoid of the seed model.
 //
-//   s[n, c, h, w] = sigmoid((z[n, c, h, w] + bias[c]) * scale[c]),   sigmoid(u) = 1 / (1 + exp(-u))
+//   s[n, c, h, w] = sigmoid((z[n, c, h, w] + bias[c]) * scale[c]),  sigmoid(u) = 1 / (1 + exp(-u))
 //
 // Layout: z and s are NCHW, contiguous; bias and scale hold C values, shaped (C, 1, 1) or (C).
-// Saved for the backward: z, bias and scale only; s is recomputed from z (no copy of s, u or z + bias).
-// Backward, from ds: du = ds * s * (1 - s); dz = du * scale_c; dbias_c = sum_{n,h,w} dz =
-// scale_c * sum_{n,h,w} du; dscale_c = sum_{n,h,w} du * (z + bias_c). Only requested grads are made.
-// CUDA thread mapping: blocks walk (plane, chunk) pairs, plane = n * C + c, chunk = a contiguous run
-// of at most 4096 (forward) or 8192 (backward) elements of the plane. The backward writes one partial
-// pair per (c, n, chunk) and a second kernel, one block per channel, sums them in a fixed order, so
-// the parameter gradients are bit-for-bit reproducible (no atomics).
+// Saved for the backward: z, bias and scale only; s is recomputed from z (no copy of s, u, z + b).
+// Backward, from ds:
+//   du = ds * s * (1 - s);  dz = du * scale_c;  dbias_c = sum_{n,h,w} dz = scale_c * sum du;
+//   dscale_c = sum_{n,h,w} du * (z + bias_c).  Only the requested gradients are computed.
+// CUDA thread mapping: blocks of 256 threads walk (plane, chunk) pairs, plane = n * C + c, chunk =
+// a contiguous run of at most 4096 (forward) or 8192 (backward) elements of the plane. The backward
+// writes one partial pair per (c, n, chunk); a second kernel, one block per channel, sums them in a
+// fixed order, so the parameter gradients are the same bits on every run (no atomics).
 #pragma once
 
 #include <cstdint>

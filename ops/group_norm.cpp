@@ -1,7 +1,7 @@
 // group_norm: y = (x - mean_ng) * rstd_ng * gamma_c + beta_c over groups of D = C / G channels;
-// see ops/group_norm.h for the formulas and the CUDA mapping. This file validates, dispatches, holds
-// the CPU path (OpenMP over (n, g) and (n, c); statistics two-pass in double, backward sums in double)
-// and the autograd node, which saves x, mean, rstd and gamma.
+// see ops/group_norm.h for the formulas and the CUDA mapping. This file validates, dispatches,
+// holds the CPU path (OpenMP over (n, g) and (n, c); statistics two-pass in double, backward sums
+// in double) and the autograd node, which saves x, mean, rstd and gamma.
 #include "ops/group_norm.h"
 
 #include <cmath>
@@ -54,7 +54,7 @@ void group_norm_backward_cpu(const GroupNormParams& p, const T* dy, const T* x, 
                              const T* rstd, const T* gamma, T* dx, T* dgamma, T* dbeta) {
   if (!dx && !dgamma && !dbeta) return;
   const int64_t N = p.N, C = p.C, G = p.G, D = p.D(), M = p.M(), HxW = p.HxW;
-  // Per (n, c): sum dy and sum dy * (x - mean). Centering before the product keeps offset data exact.
+  // Per (n, c): sum dy and sum dy * (x - mean); centering first keeps offset data accurate.
   std::vector<double> sdy(N * C), sdyx(N * C);
 #pragma omp parallel for schedule(static)
   for (int64_t nc = 0; nc < N * C; ++nc) {
@@ -82,8 +82,8 @@ void group_norm_backward_cpu(const GroupNormParams& p, const T* dy, const T* x, 
         a1 += gam * sdy[n * C + c];
         a2 += gam * sdyx[n * C + c];
       }
-      const double mg = a1 / double(M);         // mean of g = dy * gamma
-      const double mgx = r * a2 / double(M);    // mean of g * xhat
+      const double mg = a1 / double(M);       // mean of g = dy * gamma
+      const double mgx = r * a2 / double(M);  // mean of g * xhat
       for (int64_t d = 0; d < D; ++d) {
         const int64_t c = g * D + d;
         const double gam = gamma ? double(gamma[c]) : 1.0;
@@ -118,8 +118,8 @@ template void group_norm_backward_cpu<float>(const GroupNormParams&, const float
                                              const float*, const float*, const float*, float*,
                                              float*, float*);
 template void group_norm_backward_cpu<double>(const GroupNormParams&, const double*, const double*,
-                                              const double*, const double*, const double*,
-                                              double*, double*, double*);
+                                              const double*, const double*, const double*, double*,
+                                              double*, double*);
 
 }  // namespace detail
 
@@ -140,8 +140,8 @@ void check_affine(const Tensor& t, const char* what, const Tensor& x, int64_t C)
 
 detail::GroupNormParams check_inputs(const Tensor& x, int64_t G, const Tensor& weight,
                                      const Tensor& bias) {
-  TG_CHECK(x.defined(), kOp, ": expected a defined input x of shape (N, C, *), got an undefined "
-           "tensor");
+  TG_CHECK(x.defined(), kOp,
+           ": expected a defined input x of shape (N, C, *), got an undefined tensor");
   TG_CHECK(x.dim() >= 2, kOp, ": expected x of shape (N, C, *) with at least 2 dimensions, got ",
            x.shape());
   TG_CHECK(x.numel() > 0, kOp, ": expected a non-empty x, got shape ", x.shape());
@@ -219,11 +219,10 @@ std::vector<Tensor> group_norm_with_stats(const Tensor& x, int64_t num_groups, c
     const T* beta = bias.defined() ? bias.data<T>() : nullptr;
     if (x.is_cuda()) {
       TG_IF_CUDA({
-        Tensor workspace = Tensor::empty({detail::group_norm_forward_workspace_size(p)},
-                                         x.dtype(), x.device());
-        detail::group_norm_forward_cuda<T>(p, x.data<T>(), gamma, beta, y.data<T>(),
-                                           mean.data<T>(), rstd.data<T>(), workspace.data<T>(),
-                                           cuda::stream());
+        Tensor workspace =
+            Tensor::empty({detail::group_norm_forward_workspace_size(p)}, x.dtype(), x.device());
+        detail::group_norm_forward_cuda<T>(p, x.data<T>(), gamma, beta, y.data<T>(), mean.data<T>(),
+                                           rstd.data<T>(), workspace.data<T>(), cuda::stream());
       });
     } else {
       detail::group_norm_forward_cpu<T>(p, x.data<T>(), gamma, beta, y.data<T>(), mean.data<T>(),
@@ -281,8 +280,8 @@ GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tens
     T* dbeta = need_dbias ? g.dbias.data<T>() : nullptr;
     if (x.is_cuda()) {
       TG_IF_CUDA({
-        Tensor workspace = Tensor::empty({detail::group_norm_backward_workspace_size(p)},
-                                         x.dtype(), x.device());
+        Tensor workspace =
+            Tensor::empty({detail::group_norm_backward_workspace_size(p)}, x.dtype(), x.device());
         detail::group_norm_backward_cuda<T>(p, dy.data<T>(), x.data<T>(), mean.data<T>(),
                                             rstd.data<T>(), gamma, dx, dgamma, dbeta,
                                             workspace.data<T>(), cuda::stream());

@@ -1,18 +1,20 @@
 // group_norm CUDA kernels (see ops/group_norm.h for the formulas).
 //
 // Forward, three kernels:
-//   stats_partial: one block per (n, g, chunk of kGroupNormChunk elements of the group's contiguous
-//     M elements). Each thread runs Welford on d = x - K, K = x[first element of the group] (the shift
-//     keeps the running mean small for offset data); the block merges its threads' (count, mean, M2)
-//     with Chan's formula in a fixed tree and writes them to the workspace.
+//   stats_partial: one block per (n, g, chunk of kGroupNormChunk of the group's contiguous M
+//     elements). Each thread runs Welford on d = x - K, K = the group's first element (the shift
+//     keeps the running mean small for offset data); the block merges its threads' (count, mean,
+//     M2) with Chan's formula in a fixed tree and writes them to the workspace.
 //   stats_final: one block per (n, g) merges the chunks in a fixed order: mean = K + m, rstd.
-//   apply: blocks over (plane n * C + c, chunk of the plane): y = ((x - K) - m) * rstd * gamma + beta.
+//   apply: blocks over (plane n * C + c, chunk of the plane): y = ((x - K) - m) * rstd * gamma + b.
 // Backward, up to four kernels:
 //   partials: blocks over (plane, chunk): sums of dy and dy * (x - mean) -> workspace.
-//   group: one block per (n, g): per-(n, c) sums over the chunks, then mean(g) and mean(g * xhat).
-//   dx: blocks over (plane, chunk): dx = rstd * (gamma * dy - mean(g) - (x - mean) * rstd * mean(g xhat)).
-//   params: one block per channel sums over n: dgamma = sum rstd * sum dy (x - mean), dbeta = sum dy.
-// Accumulation type = T (float for float32, double for float64); all orders are fixed.
+//   group: one block per (n, g): per-(n, c) sums over the chunks, mean(g) and mean(g * xhat).
+//   dx: blocks over (plane, chunk):
+//     dx = rstd * (gamma dy - mean(g) - (x - mean) rstd mean(g xhat)).
+//   params: one block per channel sums over n: dgamma = sum_n rstd * sum dy (x - mean),
+//     dbeta = sum dy.
+// Accumulation type = T (float for float32, double for float64); every order is fixed.
 #include <algorithm>
 
 #include "core/cuda_utils.h"
@@ -49,7 +51,8 @@ __device__ __forceinline__ Welford<T> merge(const Welford<T>& a, const Welford<T
 template <typename T>
 __device__ __forceinline__ Welford<T> warp_merge(Welford<T> v) {
   for (int o = 16; o > 0; o >>= 1) {
-    Welford<T> other{__shfl_down_sync(0xffffffffu, v.n, o), __shfl_down_sync(0xffffffffu, v.mean, o),
+    Welford<T> other{__shfl_down_sync(0xffffffffu, v.n, o),
+                     __shfl_down_sync(0xffffffffu, v.mean, o),
                      __shfl_down_sync(0xffffffffu, v.m2, o)};
     v = merge(v, other);
   }
@@ -105,7 +108,8 @@ __device__ void block_sum2(T& a, T& b, T* shm) {
 __device__ __forceinline__ float inv_sqrt(float v) { return 1.0f / sqrtf(v); }
 __device__ __forceinline__ double inv_sqrt(double v) { return 1.0 / sqrt(v); }
 
-// ---- forward --------------------------------------------------------------------------------------
+// ---- forward
+// --------------------------------------------------------------------------------------
 
 template <typename T>
 __global__ void stats_partial_kernel(const T* __restrict__ x, T* __restrict__ part_mean,
@@ -180,7 +184,8 @@ __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ gamm
   }
 }
 
-// ---- backward -------------------------------------------------------------------------------------
+// ---- backward
+// -------------------------------------------------------------------------------------
 
 template <typename T>
 __global__ void backward_partials_kernel(const T* __restrict__ dy, const T* __restrict__ x,
@@ -246,8 +251,8 @@ template <typename T>
 __global__ void backward_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                    const T* __restrict__ mean, const T* __restrict__ rstd,
                                    const T* __restrict__ gamma, const T* __restrict__ coef,
-                                   T* __restrict__ dx, int64_t C, int64_t G, int64_t D,
-                                   int64_t HxW, int64_t chunks, int64_t total_blocks) {
+                                   T* __restrict__ dx, int64_t C, int64_t G, int64_t D, int64_t HxW,
+                                   int64_t chunks, int64_t total_blocks) {
   for (int64_t blk = blockIdx.x; blk < total_blocks; blk += gridDim.x) {
     const int64_t plane = blk / chunks;
     const int64_t begin = (blk - plane * chunks) * kChunk;
@@ -308,7 +313,7 @@ void group_norm_forward_cuda(const GroupNormParams& p, const T* x, const T* gamm
   const int64_t plane_chunks = group_norm_chunks(p.HxW);
   const int64_t total = p.N * p.C * plane_chunks;
   apply_kernel<T><<<grid_of(total), kThreads, 0, stream>>>(x, gamma, beta, rstd, mshift, y, p.C,
-                                                            p.G, p.D(), p.HxW, plane_chunks, total);
+                                                           p.G, p.D(), p.HxW, plane_chunks, total);
   TG_CUDA_CHECK_LAUNCH();
 }
 
@@ -338,8 +343,8 @@ void group_norm_backward_cuda(const GroupNormParams& p, const T* dy, const T* x,
     TG_CUDA_CHECK_LAUNCH();
   }
   if (dgamma || dbeta) {
-    backward_params_kernel<T><<<grid_of(p.C), kThreads, 0, stream>>>(sdy, sdyx, rstd, dgamma,
-                                                                     dbeta, p.N, p.C, p.G, p.D());
+    backward_params_kernel<T><<<grid_of(p.C), kThreads, 0, stream>>>(sdy, sdyx, rstd, dgamma, dbeta,
+                                                                     p.N, p.C, p.G, p.D());
     TG_CUDA_CHECK_LAUNCH();
   }
 }
@@ -353,9 +358,8 @@ template void group_norm_forward_cuda<double>(const GroupNormParams&, const doub
 template void group_norm_backward_cuda<float>(const GroupNormParams&, const float*, const float*,
                                               const float*, const float*, const float*, float*,
                                               float*, float*, float*, cudaStream_t);
-template void group_norm_backward_cuda<double>(const GroupNormParams&, const double*,
-                                               const double*, const double*, const double*,
-                                               const double*, double*, double*, double*, double*,
-                                               cudaStream_t);
+template void group_norm_backward_cuda<double>(const GroupNormParams&, const double*, const double*,
+                                               const double*, const double*, const double*, double*,
+                                               double*, double*, double*, cudaStream_t);
 
 }  // namespace tg::ops::detail

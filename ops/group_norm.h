@@ -1,20 +1,23 @@
 // group_norm: GroupNorm over G groups of D = C / G channels (torch.nn.functional.group_norm).
 //
-//   M = D * HxW elements per (n, g);  mean, var = mean and biased variance over them;
+//   M = D * HxW elements per (n, g);  mean, var = their mean and biased variance;
 //   rstd = 1 / sqrt(var + eps);  y = (x - mean) * rstd * gamma_c + beta_c
-//   backward (g = dy * gamma_c, xhat = (x - mean) * rstd, means over the group's M elements):
+// Backward (g = dy * gamma_c, xhat = (x - mean) * rstd, means over the group's M elements):
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat));  dgamma_c = sum dy * xhat;  dbeta_c = sum dy
 //
-// Layout: x and y (N, C, *) contiguous (NCHW for images; HxW = product of the trailing sizes), so the
-// M elements of one (n, g) are contiguous. gamma, beta: (C) or undefined (no affine). mean, rstd:
-// (N, G) in the dtype of x. Saved for the backward: x, mean, rstd (and gamma), no normalized copy.
-// Statistics: CPU two-pass in double; CUDA Welford per thread on x - x[first element of the group]
-// (the shift keeps sums of offset data small), merged with Chan's formula within a block and then
-// across the group's chunks, in float for float32 and double for float64.
-// CUDA thread mapping: forward stats, one block per (n, g, chunk of 8192 elements), then one block per
-// (n, g) merging the chunks; y and dx by blocks over (n * C + c, chunk of the plane). Backward
-// reductions: per (n, c, chunk) partial sums of dy and dy * (x - mean), one block per (n, g) turning
-// them into per-(n, c) sums and the two group means, one block per channel for dgamma and dbeta.
+// Layout: x and y (N, C, *) contiguous (NCHW for images; HxW = product of the trailing sizes), so
+// the M elements of one (n, g) are contiguous. gamma, beta: (C) or undefined (no affine).
+// mean, rstd: (N, G) in the dtype of x.
+// Saved for the backward: x, mean, rstd (and gamma); no normalized copy.
+// Statistics: on the CPU two-pass in double. On CUDA Welford per thread on x - K, K = the group's
+// first element (the shift keeps offset data small), merged with Chan's formula within a block and
+// then across the group's chunks; accumulated in float for float32, double for float64.
+// CUDA thread mapping:
+//   forward: one block per (n, g, chunk of 8192 elements) for the statistics, one block per (n, g)
+//     merging the chunks, then y by blocks over (plane n * C + c, chunk of the plane);
+//   backward: blocks over (plane, chunk) for the sums of dy and dy * (x - mean); one block per
+//     (n, g) turning them into per-(n, c) sums and the two group means; dx by blocks over
+//     (plane, chunk); one block per channel for dgamma and dbeta.
 // Every reduction has a fixed order: same inputs, same bits; no atomics.
 #pragma once
 
@@ -29,12 +32,12 @@ struct GroupNormOptions {
   double eps = 1e-5;  ///< added to the variance, >= 0
 };
 
-/// y = group_norm(x) (see the file comment). x (N, C, *) with at least 2 dimensions, C divisible by
-/// num_groups; weight and bias (C) or undefined (each independently: undefined weight = 1, undefined
-/// bias = 0); one dtype (float32 or float64) and one device. Returns y with the shape of x.
+/// y = group_norm(x) (see the file comment). x (N, C, *) with at least 2 dimensions, C divisible
+/// by num_groups; weight and bias (C) or undefined (each on its own: no weight = 1, no bias = 0);
+/// one dtype (float32 or float64) and one device. Returns y with the shape of x.
 /// Autograd: saves x, mean, rstd and weight; dx, dweight, dbias only when needed.
-/// Throws tg::Error naming group_norm on num_groups < 1 or not dividing C, bad weight/bias shapes,
-/// an empty x, a negative eps, or mixed dtypes or devices.
+/// Throws tg::Error naming group_norm on num_groups < 1 or not dividing C, bad weight/bias
+/// shapes, an empty x, a negative eps, or mixed dtypes or devices.
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
                   const GroupNormOptions& opt = {});
 
@@ -45,7 +48,7 @@ std::vector<Tensor> group_norm_with_stats(const Tensor& x, int64_t num_groups, c
 
 /// The gradients of group_norm from dy (shape of x), computed without the tape (for fused ops and
 /// tools). mean and rstd (N, G) as returned by group_norm_with_stats; weight (C) or undefined.
-/// Each requested gradient is a fresh tensor (dweight, dbias of shape (C)); the others stay undefined.
+/// Each requested gradient is a fresh tensor (dweight, dbias: (C)); the others stay undefined.
 struct GroupNormGrads {
   Tensor dx;
   Tensor dweight;
@@ -61,8 +64,8 @@ namespace detail {
 struct GroupNormParams {
   int64_t N = 0, C = 0, HxW = 0, G = 0;
   double eps = 1e-5;
-  int64_t D() const { return C / G; }         ///< channels per group
-  int64_t M() const { return D() * HxW; }     ///< elements per (n, g)
+  int64_t D() const { return C / G; }      ///< channels per group
+  int64_t M() const { return D() * HxW; }  ///< elements per (n, g)
 };
 
 /// Elements per chunk of the CUDA reductions (a group's M elements in the forward, a plane's HxW
@@ -72,13 +75,13 @@ constexpr int64_t kGroupNormChunk = 8192;
 inline int64_t group_norm_chunks(int64_t len) {
   return (len + kGroupNormChunk - 1) / kGroupNormChunk;
 }
-/// T values of scratch memory for group_norm_forward_cuda: per-chunk (mean, M2) and per-group shifted
-/// mean. Depends on the sizes only.
+/// T values of scratch memory for group_norm_forward_cuda: per-chunk (mean, M2) and per-group
+/// shifted mean. Depends on the sizes only.
 inline int64_t group_norm_forward_workspace_size(const GroupNormParams& p) {
   return 2 * p.N * p.G * group_norm_chunks(p.M()) + p.N * p.G;
 }
-/// T values of scratch memory for group_norm_backward_cuda: per-(n, c, chunk) partial sums, per-(n, c)
-/// sums and per-(n, g) coefficients.
+/// T values of scratch memory for group_norm_backward_cuda: per-(n, c, chunk) partial sums,
+/// per-(n, c) sums and per-(n, g) coefficients.
 inline int64_t group_norm_backward_workspace_size(const GroupNormParams& p) {
   return 2 * p.N * p.C * group_norm_chunks(p.HxW) + 2 * p.N * p.C + 2 * p.N * p.G;
 }
@@ -102,8 +105,8 @@ typedef struct CUstream_st* cudaStream_t;  // as in the CUDA runtime's driver_ty
 
 namespace tg::ops::detail {
 
-/// CUDA forward on stream (device pointers): y, mean, rstd. gamma, beta may be null. workspace holds
-/// group_norm_forward_workspace_size(p) values.
+/// CUDA forward on stream (device pointers): y, mean, rstd. gamma, beta may be null. workspace
+/// holds group_norm_forward_workspace_size(p) values.
 template <typename T>
 void group_norm_forward_cuda(const GroupNormParams& p, const T* x, const T* gamma, const T* beta,
                              T* y, T* mean, T* rstd, T* workspace, cudaStream_t stream);

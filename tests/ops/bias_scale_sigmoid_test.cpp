@@ -1,6 +1,8 @@
 // Tests of ops::bias_scale_sigmoid: forward and backward against naive loops, float64 gradchecks,
-// edge cases, poisoned outputs, bad inputs, CUDA against CPU; and a stability test of group_norm on a
-// large group of offset data (the output of bias_scale_sigmoid feeds GroupNorm in the model).
+// edge cases, poisoned outputs, bad inputs, CUDA against CPU; and a stability test of group_norm on
+// a large group of offset data (the output of bias_scale_sigmoid feeds GroupNorm in the model).
+#include "ops/bias_scale_sigmoid.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +14,6 @@
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "ops/bias_scale_sigmoid.h"
 #include "ops/group_norm.h"
 #include "test_utils.h"
 
@@ -88,8 +89,8 @@ void expect_error_contains(const std::function<void()>& f, const std::vector<std
     ADD_FAILURE() << "expected tg::Error";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const auto& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "missing '" << w
-                                                                            << "' in: " << msg;
+    for (const auto& w : words)
+      EXPECT_NE(msg.find(w), std::string::npos) << "missing '" << w << "' in: " << msg;
   }
 }
 
@@ -104,8 +105,11 @@ TEST(BiasScaleSigmoid, ForwardMatchesNaiveLoops) {
     Shape z;
     bool flat_params;
   };
-  const Case cases[] = {{{2, 3, 5, 7}, false}, {{2, 3, 5, 7}, true}, {{1, 1, 1, 1}, false},
-                        {{3, 4, 1, 1}, true},  {{1, 5, 3, 11}, false}};
+  const Case cases[] = {{{2, 3, 5, 7}, false},
+                        {{2, 3, 5, 7}, true},
+                        {{1, 1, 1, 1}, false},
+                        {{3, 4, 1, 1}, true},
+                        {{1, 5, 3, 11}, false}};
   for (DType dt : kDTypes) {
     for (const Case& cs : cases) {
       const int64_t C = cs.z[1];
@@ -160,7 +164,8 @@ TEST(BiasScaleSigmoid, BackwardMatchesNaiveLoops) {
       const double tol = dt == DType::Float32 ? 1e-6 : 1e-13;
       ASSERT_TRUE(z.grad().defined() && b.grad().defined() && k.grad().defined());
       EXPECT_EQ(b.grad().shape(), (Shape{C, 1, 1}));
-      EXPECT_LE(max_abs_diff_vec(z.grad().to_vector<double>(), ref.dz), tol * (1 + max_abs(ref.dz)));
+      EXPECT_LE(max_abs_diff_vec(z.grad().to_vector<double>(), ref.dz),
+                tol * (1 + max_abs(ref.dz)));
       EXPECT_LE(max_abs_diff_vec(b.grad().to_vector<double>(), ref.dbias),
                 tol * (1 + max_abs(ref.dbias)) * 4);
       EXPECT_LE(max_abs_diff_vec(k.grad().to_vector<double>(), ref.dscale),
@@ -174,8 +179,8 @@ TEST(BiasScaleSigmoid, GradcheckAllInputs) {
     Shape z;
     bool flat_params;
   };
-  const Case cases[] = {{{2, 3, 3, 5}, false}, {{1, 2, 4, 3}, true}, {{1, 1, 1, 1}, false},
-                        {{3, 2, 1, 1}, true}};
+  const Case cases[] = {
+      {{2, 3, 3, 5}, false}, {{1, 2, 4, 3}, true}, {{1, 1, 1, 1}, false}, {{3, 2, 1, 1}, true}};
   for (const Case& cs : cases) {
     const int64_t C = cs.z[1];
     const Shape ps = cs.flat_params ? Shape{C} : Shape{C, 1, 1};
@@ -269,7 +274,8 @@ TEST(BiasScaleSigmoid, BackwardIsDeterministic) {
   EXPECT_EQ(g1.dscale.to_vector<float>(), g2.dscale.to_vector<float>());
 }
 
-// ---- preallocated outputs (poisoned) --------------------------------------------------------------
+// ---- preallocated outputs (poisoned)
+// --------------------------------------------------------------
 
 TEST(BiasScaleSigmoid, CpuLaunchersWriteEveryOutput) {
   const Shape zs{3, 4, 5, 3};
@@ -285,8 +291,8 @@ TEST(BiasScaleSigmoid, CpuLaunchersWriteEveryOutput) {
   ops::detail::bias_scale_sigmoid_forward_cpu<double>(p, z.data<double>(), b.data<double>(),
                                                       k.data<double>(), s.data<double>());
   ops::detail::bias_scale_sigmoid_backward_cpu<double>(
-      p, ds.data<double>(), z.data<double>(), b.data<double>(), k.data<double>(),
-      dz.data<double>(), db.data<double>(), dk.data<double>());
+      p, ds.data<double>(), z.data<double>(), b.data<double>(), k.data<double>(), dz.data<double>(),
+      db.data<double>(), dk.data<double>());
   EXPECT_LE(max_abs_diff_vec(s.to_vector<double>(), ref.s), 1e-15);
   EXPECT_LE(max_abs_diff_vec(dz.to_vector<double>(), ref.dz), 1e-14);
   EXPECT_LE(max_abs_diff_vec(db.to_vector<double>(), ref.dbias), 1e-13);
@@ -294,8 +300,8 @@ TEST(BiasScaleSigmoid, CpuLaunchersWriteEveryOutput) {
   // Null outputs are skipped, the others still written.
   poison(dk);
   ops::detail::bias_scale_sigmoid_backward_cpu<double>(p, ds.data<double>(), z.data<double>(),
-                                                       b.data<double>(), k.data<double>(),
-                                                       nullptr, nullptr, dk.data<double>());
+                                                       b.data<double>(), k.data<double>(), nullptr,
+                                                       nullptr, dk.data<double>());
   EXPECT_LE(max_abs_diff_vec(dk.to_vector<double>(), ref.dscale), 1e-13);
 }
 
@@ -305,25 +311,42 @@ TEST(BiasScaleSigmoid, BadInputsGiveClearErrors) {
   Tensor z = randn_t({2, 3, 4, 5}, 81, DType::Float32);
   Tensor b = randn_t({3, 1, 1}, 82, DType::Float32);
   Tensor k = randn_t({3, 1, 1}, 83, DType::Float32);
-  expect_error_contains([&] { ops::bias_scale_sigmoid(randn_t({2, 3, 4}, 1, DType::Float32), b, k); },
-                        {"bias_scale_sigmoid", "(N, C, H, W)", "[2, 3, 4]"});
-  expect_error_contains([&] { ops::bias_scale_sigmoid(z, randn_t({4, 1, 1}, 1, DType::Float32), k); },
-                        {"bias_scale_sigmoid", "bias", "(3, 1, 1)", "[4, 1, 1]"});
-  expect_error_contains([&] { ops::bias_scale_sigmoid(z, b, randn_t({3, 1}, 1, DType::Float32)); },
-                        {"bias_scale_sigmoid", "scale", "(3)", "[3, 1]"});
-  expect_error_contains([&] { ops::bias_scale_sigmoid(z, randn_t({1, 3, 1, 1}, 1, DType::Float32), k); },
-                        {"bias_scale_sigmoid", "bias", "[1, 3, 1, 1]"});
+  expect_error_contains(
+      [&] {
+        ops::bias_scale_sigmoid(randn_t({2, 3, 4}, 1, DType::Float32), b, k);
+      },
+      {"bias_scale_sigmoid", "(N, C, H, W)", "[2, 3, 4]"});
+  expect_error_contains(
+      [&] {
+        ops::bias_scale_sigmoid(z, randn_t({4, 1, 1}, 1, DType::Float32), k);
+      },
+      {"bias_scale_sigmoid", "bias", "(3, 1, 1)", "[4, 1, 1]"});
+  expect_error_contains(
+      [&] {
+        ops::bias_scale_sigmoid(z, b, randn_t({3, 1}, 1, DType::Float32));
+      },
+      {"bias_scale_sigmoid", "scale", "(3)", "[3, 1]"});
+  expect_error_contains(
+      [&] {
+        ops::bias_scale_sigmoid(z, randn_t({1, 3, 1, 1}, 1, DType::Float32), k);
+      },
+      {"bias_scale_sigmoid", "bias", "[1, 3, 1, 1]"});
   expect_error_contains([&] { ops::bias_scale_sigmoid(z, b.to(DType::Float64), k); },
                         {"bias_scale_sigmoid", "bias", "float32", "float64"});
   expect_error_contains([&] { ops::bias_scale_sigmoid(z.to(DType::Float64), b, k); },
                         {"bias_scale_sigmoid", "float64", "float32"});
   expect_error_contains([&] { ops::bias_scale_sigmoid(z, b, Tensor()); },
                         {"bias_scale_sigmoid", "scale", "undefined"});
-  expect_error_contains([&] { ops::bias_scale_sigmoid(Tensor::empty({0, 3, 4, 5}), b, k); },
-                        {"bias_scale_sigmoid", "non-empty", "[0, 3, 4, 5]"});
   expect_error_contains(
-      [&] { ops::bias_scale_sigmoid_backward(randn_t({2, 3, 4, 4}, 1, DType::Float32), z, b, k,
-                                             true, true, true); },
+      [&] {
+        ops::bias_scale_sigmoid(Tensor::empty({0, 3, 4, 5}), b, k);
+      },
+      {"bias_scale_sigmoid", "non-empty", "[0, 3, 4, 5]"});
+  expect_error_contains(
+      [&] {
+        ops::bias_scale_sigmoid_backward(randn_t({2, 3, 4, 4}, 1, DType::Float32), z, b, k, true,
+                                         true, true);
+      },
       {"bias_scale_sigmoid", "ds", "[2, 3, 4, 5]", "[2, 3, 4, 4]"});
 }
 
@@ -336,13 +359,14 @@ TEST(BiasScaleSigmoid, DeviceMismatchGivesClearError) {
                         {"bias_scale_sigmoid", "bias", "cuda", "cpu"});
 }
 
-// ---- CUDA against CPU -----------------------------------------------------------------------------
+// ---- CUDA against CPU
+// -----------------------------------------------------------------------------
 
 TEST(BiasScaleSigmoidCuda, MatchesCpuOnOddShapes) {
   TG_SKIP_WITHOUT_GPU();
   // Sizes not multiples of 4 or of the block size; a plane larger than one backward chunk (8192).
-  const Shape shapes[] = {{3, 5, 7, 9}, {1, 1, 1, 1}, {2, 3, 1, 1}, {1, 2, 97, 101},
-                          {5, 7, 33, 31}, {1, 3, 64, 129}};
+  const Shape shapes[] = {{3, 5, 7, 9},    {1, 1, 1, 1},   {2, 3, 1, 1},
+                          {1, 2, 97, 101}, {5, 7, 33, 31}, {1, 3, 64, 129}};
   for (DType dt : kDTypes) {
     for (const Shape& zs : shapes) {
       const int64_t C = zs[1];
@@ -385,8 +409,8 @@ TEST(BiasScaleSigmoidCuda, DeterministicAndWritesEveryPoisonedOutput) {
     ops::detail::BiasScaleSigmoidParams p{4, 6, 45 * 211};
     Tensor s = Tensor::empty(zs, dt, Device::CUDA), dz = Tensor::empty(zs, dt, Device::CUDA);
     Tensor db = Tensor::empty({6}, dt, Device::CUDA), dk = Tensor::empty({6}, dt, Device::CUDA);
-    Tensor ws = Tensor::empty({ops::detail::bias_scale_sigmoid_workspace_size(p)}, dt,
-                              Device::CUDA);
+    Tensor ws =
+        Tensor::empty({ops::detail::bias_scale_sigmoid_workspace_size(p)}, dt, Device::CUDA);
     for (Tensor* t : {&s, &dz, &db, &dk, &ws}) poison(*t);
 #ifdef TG_WITH_CUDA
     dispatch_dtype(dt, [&](auto tag) {
@@ -399,8 +423,8 @@ TEST(BiasScaleSigmoidCuda, DeterministicAndWritesEveryPoisonedOutput) {
     });
 #endif
     cuda::synchronize();
-    auto gc = ops::bias_scale_sigmoid_backward(ds.cpu(), z.cpu(), b.cpu(), k.cpu(), true, true,
-                                               true);
+    auto gc =
+        ops::bias_scale_sigmoid_backward(ds.cpu(), z.cpu(), b.cpu(), k.cpu(), true, true, true);
     const double tol = dt == DType::Float32 ? 1e-5 : 1e-12;
     EXPECT_LE(rel_l2(s, ops::bias_scale_sigmoid(z.cpu(), b.cpu(), k.cpu())), tol);
     EXPECT_LE(rel_l2(dz, gc.dz), tol);
@@ -427,7 +451,8 @@ TEST(BiasScaleSigmoidCuda, GradcheckFloat64) {
   EXPECT_TRUE(r.passed) << r.message;
 }
 
-// ---- GroupNorm on a large group of offset data ---------------------------------------------------
+// ---- GroupNorm on a large group of offset data
+// ---------------------------------------------------
 
 namespace {
 
@@ -471,7 +496,9 @@ void check_offset_group(Device device) {
 
 }  // namespace
 
-TEST(GroupNormStability, LargeOffsetGroupFloat32CpuMatchesFloat64) { check_offset_group(Device::CPU); }
+TEST(GroupNormStability, LargeOffsetGroupFloat32CpuMatchesFloat64) {
+  check_offset_group(Device::CPU);
+}
 
 TEST(GroupNormStability, LargeOffsetGroupFloat32CudaMatchesFloat64) {
   TG_SKIP_WITHOUT_GPU();

@@ -1,6 +1,8 @@
 // Tests of ops::group_norm: forward, statistics and backward against naive loops, float64
 // gradchecks of x, weight and bias, edge cases (G = 1, G = C, 1x1 spatial, N = 1, no affine),
 // poisoned outputs, bad inputs, determinism, CUDA against CPU on odd shapes.
+#include "ops/group_norm.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +14,6 @@
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "ops/group_norm.h"
 #include "test_utils.h"
 
 #ifdef TG_WITH_CUDA
@@ -42,7 +43,8 @@ GnRef gn_reference(const Tensor& x, int64_t G, const Tensor& gamma, const Tensor
                    const Tensor& dy, double eps = 1e-5) {
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / (N * C), D = C / G, M = D * HW;
   auto xv = x.to_vector<double>();
-  std::vector<double> gv = gamma.defined() ? gamma.to_vector<double>() : std::vector<double>(C, 1.0);
+  std::vector<double> gv =
+      gamma.defined() ? gamma.to_vector<double>() : std::vector<double>(C, 1.0);
   std::vector<double> bv = beta.defined() ? beta.to_vector<double>() : std::vector<double>(C, 0.0);
   std::vector<double> dyv = dy.defined() ? dy.to_vector<double>() : std::vector<double>();
   GnRef r;
@@ -103,8 +105,8 @@ void expect_error_contains(const std::function<void()>& f, const std::vector<std
     ADD_FAILURE() << "expected tg::Error";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const auto& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "missing '" << w
-                                                                            << "' in: " << msg;
+    for (const auto& w : words)
+      EXPECT_NE(msg.find(w), std::string::npos) << "missing '" << w << "' in: " << msg;
   }
 }
 
@@ -118,9 +120,9 @@ struct Case {
 
 // Odd sizes: HxW not a multiple of 4, G = 1, G = C, 1x1 spatial, N = 1, 3-D input, no affine.
 const Case kCases[] = {
-    {{2, 6, 5, 7}, 3, true, true},   {{2, 6, 5, 7}, 1, true, true},  {{2, 6, 5, 7}, 6, true, true},
-    {{3, 4, 1, 1}, 2, true, true},   {{1, 5, 3, 3}, 5, false, false}, {{1, 8, 7, 13}, 2, true, false},
-    {{2, 4, 11}, 2, false, true},    {{1, 1, 1, 3}, 1, true, true},   {{4, 6, 2, 3}, 3, true, true}};
+    {{2, 6, 5, 7}, 3, true, true}, {{2, 6, 5, 7}, 1, true, true},   {{2, 6, 5, 7}, 6, true, true},
+    {{3, 4, 1, 1}, 2, true, true}, {{1, 5, 3, 3}, 5, false, false}, {{1, 8, 7, 13}, 2, true, false},
+    {{2, 4, 11}, 2, false, true},  {{1, 1, 1, 3}, 1, true, true},   {{4, 6, 2, 3}, 3, true, true}};
 
 }  // namespace
 
@@ -140,8 +142,8 @@ TEST(GroupNorm, ForwardAndStatsMatchNaiveLoops) {
       ASSERT_EQ(out[2].shape(), (Shape{cs.x[0], cs.G}));
       GnRef ref = gn_reference(x, cs.G, w, b, Tensor());
       const double tol = dt == DType::Float32 ? 2e-6 : 1e-12;
-      const std::string what = std::string(dtype_name(dt)) + " " + shape_str(cs.x) + " G=" +
-                                std::to_string(cs.G);
+      const std::string what =
+          std::string(dtype_name(dt)) + " " + shape_str(cs.x) + " G=" + std::to_string(cs.G);
       EXPECT_LE(max_abs_diff_vec(out[0].to_vector<double>(), ref.y), tol * (1 + max_abs(ref.y)))
           << what;
       EXPECT_LE(max_abs_diff_vec(out[1].to_vector<double>(), ref.mean), tol) << what;
@@ -186,20 +188,22 @@ TEST(GroupNorm, BackwardMatchesNaiveLoops) {
       ops::group_norm(x, cs.G, w, b).backward(dy);
       GnRef ref = gn_reference(x, cs.G, w, b, dy);
       const double tol = dt == DType::Float32 ? 5e-6 : 1e-12;
-      const std::string what = std::string(dtype_name(dt)) + " " + shape_str(cs.x) + " G=" +
-                                std::to_string(cs.G);
+      const std::string what =
+          std::string(dtype_name(dt)) + " " + shape_str(cs.x) + " G=" + std::to_string(cs.G);
       ASSERT_TRUE(x.grad().defined()) << what;
       EXPECT_LE(max_abs_diff_vec(x.grad().to_vector<double>(), ref.dx), tol * (1 + max_abs(ref.dx)))
           << what;
       if (cs.weight) {
         ASSERT_TRUE(w.grad().defined()) << what;
         EXPECT_LE(max_abs_diff_vec(w.grad().to_vector<double>(), ref.dgamma),
-                  tol * (1 + max_abs(ref.dgamma))) << what;
+                  tol * (1 + max_abs(ref.dgamma)))
+            << what;
       }
       if (cs.bias) {
         ASSERT_TRUE(b.grad().defined()) << what;
         EXPECT_LE(max_abs_diff_vec(b.grad().to_vector<double>(), ref.dbeta),
-                  tol * (1 + max_abs(ref.dbeta))) << what;
+                  tol * (1 + max_abs(ref.dbeta)))
+            << what;
       }
     }
   }
@@ -307,7 +311,8 @@ TEST(GroupNorm, BackwardIsDeterministic) {
   EXPECT_EQ(g1.dbias.to_vector<float>(), g2.dbias.to_vector<float>());
 }
 
-// ---- preallocated outputs (poisoned) --------------------------------------------------------------
+// ---- preallocated outputs (poisoned)
+// --------------------------------------------------------------
 
 TEST(GroupNorm, CpuLaunchersWriteEveryOutput) {
   const Shape xs{3, 6, 5, 3};
@@ -325,10 +330,9 @@ TEST(GroupNorm, CpuLaunchersWriteEveryOutput) {
   ops::detail::group_norm_forward_cpu<double>(p, x.data<double>(), w.data<double>(),
                                               b.data<double>(), y.data<double>(),
                                               mean.data<double>(), rstd.data<double>());
-  ops::detail::group_norm_backward_cpu<double>(p, dy.data<double>(), x.data<double>(),
-                                               mean.data<double>(), rstd.data<double>(),
-                                               w.data<double>(), dx.data<double>(),
-                                               dg.data<double>(), db.data<double>());
+  ops::detail::group_norm_backward_cpu<double>(
+      p, dy.data<double>(), x.data<double>(), mean.data<double>(), rstd.data<double>(),
+      w.data<double>(), dx.data<double>(), dg.data<double>(), db.data<double>());
   EXPECT_LE(max_abs_diff_vec(y.to_vector<double>(), ref.y), 1e-13);
   EXPECT_LE(max_abs_diff_vec(mean.to_vector<double>(), ref.mean), 1e-14);
   EXPECT_LE(max_abs_diff_vec(rstd.to_vector<double>(), ref.rstd), 1e-13);
@@ -350,24 +354,32 @@ TEST(GroupNorm, BadInputsGiveClearErrors) {
   expect_error_contains([&] { ops::group_norm(x, -2, w, b); }, {"group_norm", "num_groups = -2"});
   expect_error_contains([&] { ops::group_norm(x, 3, randn_t({5}, 1, DType::Float32), b); },
                         {"group_norm", "weight", "(6)", "[5]"});
-  expect_error_contains([&] { ops::group_norm(x, 3, w, randn_t({6, 1, 1}, 1, DType::Float32)); },
-                        {"group_norm", "bias", "(6)", "[6, 1, 1]"});
+  expect_error_contains(
+      [&] {
+        ops::group_norm(x, 3, w, randn_t({6, 1, 1}, 1, DType::Float32));
+      },
+      {"group_norm", "bias", "(6)", "[6, 1, 1]"});
   expect_error_contains([&] { ops::group_norm(x, 3, w.to(DType::Float64), b); },
                         {"group_norm", "weight", "float32", "float64"});
   expect_error_contains([&] { ops::group_norm(x.to(DType::Float64), 3, w, b); },
                         {"group_norm", "float64", "float32"});
   expect_error_contains([&] { ops::group_norm(randn_t({6}, 1, DType::Float32), 3, w, b); },
                         {"group_norm", "(N, C, *)", "[6]"});
-  expect_error_contains([&] { ops::group_norm(Tensor::empty({0, 6, 2, 2}), 3, w, b); },
-                        {"group_norm", "non-empty", "[0, 6, 2, 2]"});
+  expect_error_contains(
+      [&] {
+        ops::group_norm(Tensor::empty({0, 6, 2, 2}), 3, w, b);
+      },
+      {"group_norm", "non-empty", "[0, 6, 2, 2]"});
   expect_error_contains([&] { ops::group_norm(Tensor(), 3, w, b); }, {"group_norm", "undefined"});
   ops::GroupNormOptions opt;
   opt.eps = -1e-5;
   expect_error_contains([&] { ops::group_norm(x, 3, w, b, opt); }, {"group_norm", "eps"});
   auto out = ops::group_norm_with_stats(x, 3, w, b);
   expect_error_contains(
-      [&] { ops::group_norm_backward(randn_t({2, 6, 4, 4}, 1, DType::Float32), x, out[1], out[2],
-                                     w, 3, true, true, true); },
+      [&] {
+        ops::group_norm_backward(randn_t({2, 6, 4, 4}, 1, DType::Float32), x, out[1], out[2], w, 3,
+                                 true, true, true);
+      },
       {"group_norm", "dy", "[2, 6, 4, 5]", "[2, 6, 4, 4]"});
   expect_error_contains(
       [&] { ops::group_norm_backward(x, x, out[1], out[2], w, 2, true, true, true); },
@@ -382,7 +394,8 @@ TEST(GroupNorm, DeviceMismatchGivesClearError) {
                         {"group_norm", "weight", "cuda", "cpu"});
 }
 
-// ---- CUDA against CPU -----------------------------------------------------------------------------
+// ---- CUDA against CPU
+// -----------------------------------------------------------------------------
 
 namespace {
 
@@ -396,8 +409,8 @@ void compare_cuda_cpu(const Case& cs, DType dt, uint64_t seed) {
   auto og = ops::group_norm_with_stats(x.cuda(), cs.G, w.defined() ? w.cuda() : w,
                                        b.defined() ? b.cuda() : b);
   ASSERT_TRUE(og[0].is_cuda());
-  const std::string what = std::string(dtype_name(dt)) + " " + shape_str(cs.x) + " G=" +
-                            std::to_string(cs.G);
+  const std::string what =
+      std::string(dtype_name(dt)) + " " + shape_str(cs.x) + " G=" + std::to_string(cs.G);
   const double tol = dt == DType::Float32 ? 1e-5 : 1e-12;
   EXPECT_LE(rel_l2(og[0], oc[0]), tol) << what;
   EXPECT_LE(rel_l2(og[1], oc[1]), tol) << what;
@@ -427,8 +440,8 @@ TEST(GroupNormCuda, MatchesCpuOnOddShapes) {
     uint64_t seed = 100;
     for (const Case& cs : kCases) compare_cuda_cpu(cs, dt, seed += 10);
     // Groups and planes larger than one chunk (8192), odd everywhere.
-    const Case big[] = {{{2, 6, 61, 67}, 2, true, true},  // M = 12261, HxW = 4087
-                        {{1, 2, 97, 101}, 1, true, true}, // HxW = 9797
+    const Case big[] = {{{2, 6, 61, 67}, 2, true, true},   // M = 12261, HxW = 4087
+                        {{1, 2, 97, 101}, 1, true, true},  // HxW = 9797
                         {{3, 10, 45, 47}, 5, false, true},
                         {{1, 3, 129, 131}, 3, true, false}};
     for (const Case& cs : big) compare_cuda_cpu(cs, dt, seed += 10);
@@ -449,20 +462,20 @@ TEST(GroupNormCuda, DeterministicAndWritesEveryPoisonedOutput) {
     Tensor mean = Tensor::empty({3, 2}, dt, Device::CUDA);
     Tensor rstd = Tensor::empty({3, 2}, dt, Device::CUDA);
     Tensor dg = Tensor::empty({6}, dt, Device::CUDA), db = Tensor::empty({6}, dt, Device::CUDA);
-    Tensor wf = Tensor::empty({ops::detail::group_norm_forward_workspace_size(p)}, dt, Device::CUDA);
-    Tensor wb = Tensor::empty({ops::detail::group_norm_backward_workspace_size(p)}, dt,
-                              Device::CUDA);
+    Tensor wf =
+        Tensor::empty({ops::detail::group_norm_forward_workspace_size(p)}, dt, Device::CUDA);
+    Tensor wb =
+        Tensor::empty({ops::detail::group_norm_backward_workspace_size(p)}, dt, Device::CUDA);
     for (Tensor* t : {&y, &dx, &mean, &rstd, &dg, &db, &wf, &wb}) poison(*t);
 #ifdef TG_WITH_CUDA
     dispatch_dtype(dt, [&](auto tag) {
       using T = decltype(tag);
-      ops::detail::group_norm_forward_cuda<T>(p, x.data<T>(), w.data<T>(), b.data<T>(),
-                                              y.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                              wf.data<T>(), cuda::stream());
-      ops::detail::group_norm_backward_cuda<T>(p, dy.data<T>(), x.data<T>(), mean.data<T>(),
-                                               rstd.data<T>(), w.data<T>(), dx.data<T>(),
-                                               dg.data<T>(), db.data<T>(), wb.data<T>(),
-                                               cuda::stream());
+      ops::detail::group_norm_forward_cuda<T>(p, x.data<T>(), w.data<T>(), b.data<T>(), y.data<T>(),
+                                              mean.data<T>(), rstd.data<T>(), wf.data<T>(),
+                                              cuda::stream());
+      ops::detail::group_norm_backward_cuda<T>(
+          p, dy.data<T>(), x.data<T>(), mean.data<T>(), rstd.data<T>(), w.data<T>(), dx.data<T>(),
+          dg.data<T>(), db.data<T>(), wb.data<T>(), cuda::stream());
     });
 #endif
     cuda::synchronize();
