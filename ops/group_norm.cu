@@ -108,8 +108,7 @@ __device__ void block_sum2(T& a, T& b, T* shm) {
 __device__ __forceinline__ float inv_sqrt(float v) { return 1.0f / sqrtf(v); }
 __device__ __forceinline__ double inv_sqrt(double v) { return 1.0 / sqrt(v); }
 
-// ---- forward
-// --------------------------------------------------------------------------------------
+// ---- forward ------------------------------------------------------------------------------------
 
 template <typename T>
 __global__ void stats_partial_kernel(const T* __restrict__ x, T* __restrict__ part_mean,
@@ -184,8 +183,7 @@ __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ gamm
   }
 }
 
-// ---- backward
-// -------------------------------------------------------------------------------------
+// ---- backward -----------------------------------------------------------------------------------
 
 template <typename T>
 __global__ void backward_partials_kernel(const T* __restrict__ dy, const T* __restrict__ x,

@@ -274,8 +274,7 @@ TEST(BiasScaleSigmoid, BackwardIsDeterministic) {
   EXPECT_EQ(g1.dscale.to_vector<float>(), g2.dscale.to_vector<float>());
 }
 
-// ---- preallocated outputs (poisoned)
-// --------------------------------------------------------------
+// ---- preallocated outputs (poisoned) ------------------------------------------------------------
 
 TEST(BiasScaleSigmoid, CpuLaunchersWriteEveryOutput) {
   const Shape zs{3, 4, 5, 3};
@@ -359,8 +358,7 @@ TEST(BiasScaleSigmoid, DeviceMismatchGivesClearError) {
                         {"bias_scale_sigmoid", "bias", "cuda", "cpu"});
 }
 
-// ---- CUDA against CPU
-// -----------------------------------------------------------------------------
+// ---- CUDA against CPU ---------------------------------------------------------------------------
 
 TEST(BiasScaleSigmoidCuda, MatchesCpuOnOddShapes) {
   TG_SKIP_WITHOUT_GPU();
@@ -451,8 +449,7 @@ TEST(BiasScaleSigmoidCuda, GradcheckFloat64) {
   EXPECT_TRUE(r.passed) << r.message;
 }
 
-// ---- GroupNorm on a large group of offset data
-// ---------------------------------------------------
+// ---- GroupNorm on a large group of offset data --------------------------------------------------
 
 namespace {
 

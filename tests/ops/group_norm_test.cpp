@@ -311,8 +311,7 @@ TEST(GroupNorm, BackwardIsDeterministic) {
   EXPECT_EQ(g1.dbias.to_vector<float>(), g2.dbias.to_vector<float>());
 }
 
-// ---- preallocated outputs (poisoned)
-// --------------------------------------------------------------
+// ---- preallocated outputs (poisoned) ------------------------------------------------------------
 
 TEST(GroupNorm, CpuLaunchersWriteEveryOutput) {
   const Shape xs{3, 6, 5, 3};
@@ -394,8 +393,7 @@ TEST(GroupNorm, DeviceMismatchGivesClearError) {
                         {"group_norm", "weight", "cuda", "cpu"});
 }
 
-// ---- CUDA against CPU
-// -----------------------------------------------------------------------------
+// ---- CUDA against CPU ---------------------------------------------------------------------------
 
 namespace {
 
