@@ -94,6 +94,14 @@ void expect_error_contains(const std::function<void()>& f, const std::vector<std
   }
 }
 
+// max |a - b| / (1 + max |b|): a relative error that stays meaningful when b is nearly zero (tiny
+// groups, where dx cancels to ~0).
+double scaled_err(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (double v : b.to_vector<double>()) m = std::max(m, std::fabs(v));
+  return max_abs_diff(a, b) / (1.0 + m);
+}
+
 const DType kDTypes[] = {DType::Float32, DType::Float64};
 
 }  // namespace
@@ -375,15 +383,15 @@ TEST(BiasScaleSigmoidCuda, MatchesCpuOnOddShapes) {
       Tensor s_cpu = ops::bias_scale_sigmoid(z, b, k);
       Tensor s_gpu = ops::bias_scale_sigmoid(z.cuda(), b.cuda(), k.cuda());
       ASSERT_TRUE(s_gpu.is_cuda());
-      const double tol = dt == DType::Float32 ? 1e-6 : 1e-14;
+      const double tol = dt == DType::Float32 ? 2e-6 : 1e-14;
       EXPECT_LE(max_abs_diff(s_gpu, s_cpu), tol) << dtype_name(dt) << " " << shape_str(zs);
       auto gc = ops::bias_scale_sigmoid_backward(ds, z, b, k, true, true, true);
       auto gg = ops::bias_scale_sigmoid_backward(ds.cuda(), z.cuda(), b.cuda(), k.cuda(), true,
                                                  true, true);
-      EXPECT_LE(rel_l2(gg.dz, gc.dz), tol) << dtype_name(dt) << " " << shape_str(zs);
+      EXPECT_LE(scaled_err(gg.dz, gc.dz), tol) << dtype_name(dt) << " " << shape_str(zs);
       const double rtol = dt == DType::Float32 ? 1e-5 : 1e-12;
-      EXPECT_LE(rel_l2(gg.dbias, gc.dbias), rtol) << dtype_name(dt) << " " << shape_str(zs);
-      EXPECT_LE(rel_l2(gg.dscale, gc.dscale), rtol) << dtype_name(dt) << " " << shape_str(zs);
+      EXPECT_LE(scaled_err(gg.dbias, gc.dbias), rtol) << dtype_name(dt) << " " << shape_str(zs);
+      EXPECT_LE(scaled_err(gg.dscale, gc.dscale), rtol) << dtype_name(dt) << " " << shape_str(zs);
       // Only the parameter gradients, then only dz.
       auto gp = ops::bias_scale_sigmoid_backward(ds.cuda(), z.cuda(), b.cuda(), k.cuda(), false,
                                                  true, true);
