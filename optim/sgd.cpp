@@ -30,6 +30,27 @@ void check_lr(double lr) {
 
 }  // namespace
 
+namespace detail {
+
+template <typename T>
+void sgd_step_cpu(T* param, const T* grad, T* buf, int64_t n, bool fresh, const SgdHyper& h) {
+  const T lr = T(h.lr), momentum = T(h.momentum), omd = T(h.one_minus_dampening),
+          wd = T(h.weight_decay);
+  if (buf == nullptr) {
+    for (int64_t i = 0; i < n; ++i)
+      sgd_update_element<T>(param[i], grad[i], nullptr, false, lr, momentum, omd, wd, h.nesterov);
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      sgd_update_element<T>(param[i], grad[i], buf + i, fresh, lr, momentum, omd, wd, h.nesterov);
+  }
+}
+
+template void sgd_step_cpu<float>(float*, const float*, float*, int64_t, bool, const SgdHyper&);
+template void sgd_step_cpu<double>(double*, const double*, double*, int64_t, bool,
+                                   const SgdHyper&);
+
+}  // namespace detail
+
 SGD::SGD(std::vector<Tensor> params, SGDOptions options) : options_(options) {
   init(number_params(std::move(params)));
 }
@@ -227,24 +248,4 @@ void SGD::load_state(const SGDState& state) {
   step_ = state.step;
 }
 
-namespace detail {
-
-template <typename T>
-void sgd_step_cpu(T* param, const T* grad, T* buf, int64_t n, bool fresh, const SgdHyper& h) {
-  const T lr = T(h.lr), momentum = T(h.momentum), omd = T(h.one_minus_dampening),
-          wd = T(h.weight_decay);
-  if (buf == nullptr) {
-    for (int64_t i = 0; i < n; ++i)
-      sgd_update_element<T>(param[i], grad[i], nullptr, false, lr, momentum, omd, wd, h.nesterov);
-  } else {
-    for (int64_t i = 0; i < n; ++i)
-      sgd_update_element<T>(param[i], grad[i], buf + i, fresh, lr, momentum, omd, wd, h.nesterov);
-  }
-}
-
-template void sgd_step_cpu<float>(float*, const float*, float*, int64_t, bool, const SgdHyper&);
-template void sgd_step_cpu<double>(double*, const double*, double*, int64_t, bool,
-                                   const SgdHyper&);
-
-}  // namespace detail
 }  // namespace tg::optim

@@ -184,6 +184,7 @@ struct OptionCase {
   const char* name;
   SGDOptions o;
 };
+void PrintTo(const OptionCase& c, std::ostream* os) { *os << c.name; }
 
 SGDOptions make(double lr, double momentum, double dampening, bool nesterov, double wd) {
   SGDOptions o;
