@@ -6,9 +6,9 @@
 //   dW = sum_n dy_n * col_n^T,  db = sum over (n, P) of dy,  dx_n = col2im(W^T * dy_n)
 // Matrices are row-major Eigen maps over the tensors' memory. The forward is parallel over n
 // (OpenMP, one col buffer per thread). The backward is parallel over a fixed number of batch chunks
-// that each sum their own dW/db partial; the partials are added in chunk order, so the result does not
-// depend on the number of threads. Saved for the backward: x (when weight requires grad) and weight
-// (when x requires grad). The CUDA path is in conv2d_cuda.cpp (cuDNN) and conv2d.cu (bias gradient).
+// that each sum their own dW/db partial; the partials are added in chunk order, so the result does
+// not depend on the number of threads. Saved for the backward: x (when weight requires grad) and
+// weight (when x requires grad). CUDA: conv2d_cuda.cpp (cuDNN) and conv2d.cu (bias gradient).
 #include "ops/conv2d.h"
 
 #include <Eigen/Core>
@@ -28,7 +28,7 @@
 
 namespace tg::ops {
 
-// ---- global switches ------------------------------------------------------------------------------
+// ---- global switches ----------------------------------------------------------------------------
 
 namespace conv {
 namespace {
@@ -51,7 +51,7 @@ void clear_algorithm_cache() {}
 #endif
 }  // namespace conv
 
-// ---- CPU kernels ----------------------------------------------------------------------------------
+// ---- CPU kernels --------------------------------------------------------------------------------
 
 namespace detail {
 namespace {
@@ -106,7 +106,7 @@ void im2col(const Conv2dParams& p, const T* xn, T* col) {
   }
 }
 
-// dx_n (Cin, H, W) = sum of the col entries that were read from each input element (dx_n is zeroed).
+// dx_n (Cin, H, W) = for each input element, the sum of the col entries read from it.
 template <typename T>
 void col2im(const Conv2dParams& p, const T* col, T* dxn) {
   const int64_t P = p.Hout * p.Wout;
@@ -212,7 +212,7 @@ template void conv2d_backward_cpu<double>(const Conv2dParams&, const double*, co
 
 }  // namespace detail
 
-// ---- validation and dispatch ----------------------------------------------------------------------
+// ---- validation and dispatch --------------------------------------------------------------------
 
 namespace {
 
@@ -309,7 +309,8 @@ Conv2dGrads backward_impl(const detail::Conv2dParams& p, const Tensor& dy, const
   return g;
 }
 
-void check_grad_output(const detail::Conv2dParams& p, const Tensor& dy, DType dtype, Device device) {
+void check_grad_output(const detail::Conv2dParams& p, const Tensor& dy, DType dtype,
+                       Device device) {
   TG_CHECK(dy.defined(), "conv2d backward: expected a defined dy, got an undefined tensor");
   const Shape expected{p.N, p.Cout, p.Hout, p.Wout};
   TG_CHECK(dy.shape() == expected, "conv2d backward: expected dy of shape ", expected, ", got ",

@@ -68,8 +68,8 @@ void conv2d_bias_grad_cuda(const T* dy, T* db, T* partials, int64_t N, int64_t C
                            cudaStream_t stream) {
   const int64_t P = conv2d_bias_grad_partials(N * HW);
   const unsigned cy = unsigned(C < 65535 ? C : 65535);
-  bias_grad_partial_kernel<T><<<dim3(unsigned(P), cy), kThreads, 0, stream>>>(dy, partials, N, C,
-                                                                               HW, P);
+  bias_grad_partial_kernel<T>
+      <<<dim3(unsigned(P), cy), kThreads, 0, stream>>>(dy, partials, N, C, HW, P);
   TG_CUDA_CHECK_LAUNCH();
   const unsigned cx = unsigned(C < 65535 ? C : 65535);
   bias_grad_final_kernel<T><<<cx, kThreads, 0, stream>>>(partials, db, C, P);

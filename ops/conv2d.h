@@ -1,11 +1,12 @@
-// conv2d: 2-D cross-correlation of an NCHW batch with a (Cout, Cin, kH, kW) filter, plus an optional
-// per-channel bias; one group, no dilation, symmetric zero padding, equal stride in both directions.
+// conv2d: 2-D cross-correlation of an NCHW batch with a (Cout, Cin, kH, kW) filter, plus an
+// optional per-channel bias; one group, no dilation, symmetric zero padding, one stride for both
+// directions:
 //
-//   y[n, co, oh, ow] = b[co] + sum_{ci, i, j} w[co, ci, i, j] * x[n, ci, oh*s - p + i, ow*s - p + j]
+//   y[n, co, oh, ow] = b[co] + sum_{ci,i,j} w[co, ci, i, j] * x[n, ci, oh*s - p + i, ow*s - p + j]
 //
-// with x outside [0, H) x [0, W) read as 0, Hout = (H + 2p - kH) / s + 1, Wout = (W + 2p - kW) / s + 1.
-// CUDA runs through cuDNN (algorithm chosen per shape and cached); the CPU runs im2col + Eigen GEMM,
-// parallel over the batch with OpenMP.
+// x outside [0, H) x [0, W) reads as 0; Hout = (H + 2p - kH) / s + 1, Wout = (W + 2p - kW) / s + 1.
+// CUDA runs through cuDNN (algorithm chosen per shape and cached); the CPU runs im2col + Eigen
+// GEMM, parallel over the batch with OpenMP.
 #pragma once
 
 #include <cstdint>
@@ -20,19 +21,21 @@ struct Conv2dOptions {
 };
 
 /// y = conv2d(x, weight) + bias.
-/// x (N, Cin, H, W), weight (Cout, Cin, kH, kW), bias (Cout) or an undefined Tensor for none; all of the
-/// same dtype (float32 or float64) and device. Returns y (N, Cout, Hout, Wout), see the file comment.
-/// Autograd: saves x when weight requires grad and weight when x requires grad. The backward computes
-/// dweight = sum_n dy_n im2col(x_n)^T, dbias = sum over (n, oh, ow) of dy, and dx = col2im(W^T dy)
-/// only when x needs a gradient.
+/// x (N, Cin, H, W), weight (Cout, Cin, kH, kW), bias (Cout) or an undefined Tensor for none; all
+/// of the same dtype (float32 or float64) and device. Returns y (N, Cout, Hout, Wout), see the file
+/// comment.
+/// Autograd: saves x when weight requires grad and weight when x requires grad. The backward
+/// computes dweight = sum_n dy_n im2col(x_n)^T, dbias = sum over (n, oh, ow) of dy, and
+/// dx = col2im(W^T dy) only when x needs a gradient.
 /// Throws tg::Error naming conv2d on bad ranks, channel mismatch, a kernel larger than the padded
 /// input, stride < 1, padding < 0, a bias that is not (Cout), or mixed dtypes/devices.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& opt = {});
 
 /// The gradients of conv2d, computed without the tape (for fused ops that call the convolution
-/// directly). dy (N, Cout, Hout, Wout); x and weight as given to conv2d (both must be defined: x also
-/// gives the input shape). Each requested gradient is a fresh tensor; the others stay undefined.
+/// directly). dy (N, Cout, Hout, Wout); x and weight as given to conv2d (both must be defined: x
+/// also gives the input shape). Each requested gradient is a fresh tensor; the others stay
+/// undefined.
 struct Conv2dGrads {
   Tensor dx;
   Tensor dweight;
@@ -44,7 +47,8 @@ Conv2dGrads conv2d_backward(const Tensor& dy, const Tensor& x, const Tensor& wei
 
 /// Global switches for the CUDA path (process-wide; read at each call).
 namespace conv {
-/// Allow TF32 tensor cores for float32 convolutions (default true, like PyTorch). Off: strict FMA math.
+/// Allow TF32 tensor cores for float32 convolutions (default true, like PyTorch); off means strict
+/// float32 (FMA math).
 void set_allow_tf32(bool value);
 bool allow_tf32();
 /// Restrict cuDNN to deterministic algorithms (default false).
@@ -104,8 +108,9 @@ typedef struct CUstream_st* cudaStream_t;  // as in the CUDA runtime's driver_ty
 
 namespace tg::ops::detail {
 /// db[c] = sum over (n, s) of dy[(n * C + c) * HW + s], in two fixed-order stages (no atomics):
-/// blocks (p, c) sum chunk p of channel c into partials[c * P + p] (P from conv2d_bias_grad_partials,
-/// partials holds C * P values), then one block per channel sums its P partials.
+/// blocks (p, c) sum chunk p of channel c into partials[c * P + p] (P from
+/// conv2d_bias_grad_partials, partials holds C * P values), then one block per channel sums its P
+/// partials.
 template <typename T>
 void conv2d_bias_grad_cuda(const T* dy, T* db, T* partials, int64_t N, int64_t C, int64_t HW,
                            cudaStream_t stream);

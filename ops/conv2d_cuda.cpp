@@ -1,15 +1,15 @@
 // conv2d on CUDA through cuDNN's convolution API (host code; built only with CUDA).
 //
 // Forward: cudnnConvolutionForward, then cudnnAddTensor for the bias. Backward:
-// cudnnConvolutionBackwardFilter (dw), cudnnConvolutionBackwardData (dx, only when asked for) and our
-// own two-stage reduction for db (conv2d.cu; deterministic, no atomics). Everything runs on
+// cudnnConvolutionBackwardFilter (dw), cudnnConvolutionBackwardData (dx, only when asked for) and
+// our own two-stage reduction for db (conv2d.cu; deterministic, no atomics). Everything runs on
 // tg::cuda::stream() through tg::cuda::cudnn_handle().
 //
-// Math: float32 uses CUDNN_TENSOR_OP_MATH (TF32 allowed) when conv::allow_tf32(), else CUDNN_FMA_MATH;
-// float64 uses CUDNN_DEFAULT_MATH. Algorithms are chosen once per (kind, device, dtype, shape, stride,
-// padding, tf32, deterministic, benchmark) and cached: with conv::benchmark() by timing
-// (cudnnFind*AlgorithmEx, workspace from our caching allocator), else by cuDNN's heuristics
-// (cudnnGet*Algorithm_v7). Candidates must have succeeded, be deterministic when
+// Math: float32 uses CUDNN_TENSOR_OP_MATH (TF32 allowed) when conv::allow_tf32(), else
+// CUDNN_FMA_MATH; float64 uses CUDNN_DEFAULT_MATH. Algorithms are chosen once per (kind, device,
+// dtype, shape, stride, padding, tf32, deterministic, benchmark) and cached: with conv::benchmark()
+// by timing (cudnnFind*AlgorithmEx, workspace from our caching allocator), else by cuDNN's
+// heuristics (cudnnGet*Algorithm_v7). Candidates must have succeeded, be deterministic when
 // conv::deterministic() is set, and use FMA math when float32 TF32 is off. The convolution
 // descriptor then takes the chosen candidate's math type. Workspaces are float32 tensors from the
 // caching allocator, freed (returned to its cache) when the call ends.
@@ -27,7 +27,7 @@
 namespace tg::ops {
 namespace {
 
-// ---- RAII descriptors -----------------------------------------------------------------------------
+// ---- RAII descriptors ---------------------------------------------------------------------------
 
 class TensorDesc {
  public:
@@ -88,16 +88,14 @@ class ConvDesc {
   ~ConvDesc() { cudnnDestroyConvolutionDescriptor(desc_); }
   ConvDesc(const ConvDesc&) = delete;
   ConvDesc& operator=(const ConvDesc&) = delete;
-  void set_math(cudnnMathType_t math) {
-    TG_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math));
-  }
+  void set_math(cudnnMathType_t math) { TG_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math)); }
   cudnnConvolutionDescriptor_t get() const { return desc_; }
 
  private:
   cudnnConvolutionDescriptor_t desc_ = nullptr;
 };
 
-// ---- per-call setup -------------------------------------------------------------------------------
+// ---- per-call setup -----------------------------------------------------------------------------
 
 // Descriptors and settings of one convolution call.
 struct ConvSetup {
@@ -154,7 +152,7 @@ Tensor find_workspace(size_t wanted, size_t* got) {
   return Tensor();
 }
 
-// ---- the algorithm cache --------------------------------------------------------------------------
+// ---- the algorithm cache ------------------------------------------------------------------------
 
 enum class Kind : int64_t { Forward = 0, BackwardData = 1, BackwardFilter = 2 };
 
@@ -172,16 +170,32 @@ std::map<AlgoKey, AlgoChoice>& algo_cache() {
 }
 
 AlgoKey make_key(Kind kind, const detail::Conv2dParams& p, const ConvSetup& s) {
-  return {int64_t(kind), int64_t(cuda::current_device()), int64_t(s.type), p.N, p.Cin, p.H, p.W,
-          p.Cout, p.kH, p.kW, p.stride, p.padding, int64_t(s.tf32), int64_t(s.deterministic),
-          int64_t(s.benchmark), 0};
+  return {int64_t(kind),
+          int64_t(cuda::current_device()),
+          int64_t(s.type),
+          p.N,
+          p.Cin,
+          p.H,
+          p.W,
+          p.Cout,
+          p.kH,
+          p.kW,
+          p.stride,
+          p.padding,
+          int64_t(s.tf32),
+          int64_t(s.deterministic),
+          int64_t(s.benchmark),
+          0};
 }
 
 const char* kind_name(Kind kind) {
   switch (kind) {
-    case Kind::Forward: return "forward";
-    case Kind::BackwardData: return "backward-data";
-    default: return "backward-filter";
+    case Kind::Forward:
+      return "forward";
+    case Kind::BackwardData:
+      return "backward-data";
+    default:
+      return "backward-filter";
   }
 }
 
@@ -198,10 +212,10 @@ AlgoChoice pick(Kind kind, const detail::Conv2dParams& p, const ConvSetup& s,
     return AlgoChoice{int(r.algo), r.mathType};
   }
   TG_THROW("conv2d: expected cuDNN to offer a ", kind_name(kind), " algorithm for x ",
-           Shape{p.N, p.Cin, p.H, p.W}, ", weight ", Shape{p.Cout, p.Cin, p.kH, p.kW},
-           ", stride ", p.stride, ", padding ", p.padding, " (",
-           s.is_float ? "float32" : "float64", ", tf32 ", s.tf32, ", deterministic ",
-           s.deterministic, "), got none of ", count, " candidates usable");
+           Shape{p.N, p.Cin, p.H, p.W}, ", weight ", Shape{p.Cout, p.Cin, p.kH, p.kW}, ", stride ",
+           p.stride, ", padding ", p.padding, " (", s.is_float ? "float32" : "float64", ", tf32 ",
+           s.tf32, ", deterministic ", s.deterministic, "), got none of ", count,
+           " candidates usable");
 }
 
 // Looks the choice up, or runs search() and caches its result. The search runs outside the lock.
@@ -257,10 +271,9 @@ AlgoChoice backward_data_algo(const detail::Conv2dParams& p, const ConvSetup& s,
       size_t wanted = 0;
       for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; ++a) {
         size_t sz = 0;
-        if (cudnnGetConvolutionBackwardDataWorkspaceSize(h, s.w.get(), s.y.get(), s.conv.get(),
-                                                         s.x.get(),
-                                                         cudnnConvolutionBwdDataAlgo_t(a),
-                                                         &sz) == CUDNN_STATUS_SUCCESS)
+        if (cudnnGetConvolutionBackwardDataWorkspaceSize(
+                h, s.w.get(), s.y.get(), s.conv.get(), s.x.get(), cudnnConvolutionBwdDataAlgo_t(a),
+                &sz) == CUDNN_STATUS_SUCCESS)
           wanted = std::max(wanted, sz);
       }
       size_t got = 0;
@@ -269,10 +282,9 @@ AlgoChoice backward_data_algo(const detail::Conv2dParams& p, const ConvSetup& s,
           h, s.w.get(), w, s.y.get(), dy, s.conv.get(), s.x.get(), dx, int(perfs.size()), &count,
           perfs.data(), data_or_null(ws), got));
     } else {
-      TG_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, s.w.get(), s.y.get(),
-                                                                 s.conv.get(), s.x.get(),
-                                                                 int(perfs.size()), &count,
-                                                                 perfs.data()));
+      TG_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+          h, s.w.get(), s.y.get(), s.conv.get(), s.x.get(), int(perfs.size()), &count,
+          perfs.data()));
     }
     return pick(Kind::BackwardData, p, s, perfs, count);
   });
@@ -282,17 +294,15 @@ AlgoChoice backward_filter_algo(const detail::Conv2dParams& p, const ConvSetup& 
                                 const void* dy, void* dw) {
   return cached_choice(make_key(Kind::BackwardFilter, p, s), [&] {
     cudnnHandle_t h = cuda::cudnn_handle();
-    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perfs(
-        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perfs(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
     int count = 0;
     if (s.benchmark) {
       size_t wanted = 0;
       for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; ++a) {
         size_t sz = 0;
-        if (cudnnGetConvolutionBackwardFilterWorkspaceSize(h, s.x.get(), s.y.get(), s.conv.get(),
-                                                           s.w.get(),
-                                                           cudnnConvolutionBwdFilterAlgo_t(a),
-                                                           &sz) == CUDNN_STATUS_SUCCESS)
+        if (cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                h, s.x.get(), s.y.get(), s.conv.get(), s.w.get(),
+                cudnnConvolutionBwdFilterAlgo_t(a), &sz) == CUDNN_STATUS_SUCCESS)
           wanted = std::max(wanted, sz);
       }
       size_t got = 0;
@@ -301,10 +311,9 @@ AlgoChoice backward_filter_algo(const detail::Conv2dParams& p, const ConvSetup& 
           h, s.x.get(), x, s.y.get(), dy, s.conv.get(), s.w.get(), dw, int(perfs.size()), &count,
           perfs.data(), data_or_null(ws), got));
     } else {
-      TG_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, s.x.get(), s.y.get(),
-                                                                   s.conv.get(), s.w.get(),
-                                                                   int(perfs.size()), &count,
-                                                                   perfs.data()));
+      TG_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+          h, s.x.get(), s.y.get(), s.conv.get(), s.w.get(), int(perfs.size()), &count,
+          perfs.data()));
     }
     return pick(Kind::BackwardFilter, p, s, perfs, count);
   });

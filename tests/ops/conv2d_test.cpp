@@ -461,8 +461,7 @@ void expect_cuda_matches_cpu(const Case& c, DType dtype, double rel_tol, uint64_
   if (c.bias) {
     ASSERT_TRUE(b.grad().defined());
     // the bias gradient is our own reduction: no TF32
-    EXPECT_LT(testing::rel_l2(b.grad(), g_ref.dbias),
-              dtype == DType::Float64 ? 1e-13 : 1e-5);
+    EXPECT_LT(testing::rel_l2(b.grad(), g_ref.dbias), dtype == DType::Float64 ? 1e-13 : 1e-5);
   }
 }
 
