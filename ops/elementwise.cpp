@@ -1,8 +1,8 @@
 // Elementwise ops and full reductions: validation, CPU loops, device dispatch and autograd nodes.
 //
-// Formulas and what each op saves are in ops/elementwise.h. The CPU path is plain loops templated on
-// float/double; reductions accumulate in double in a fixed order. Backward functions call the raw
-// kernels below directly, so they never record on the tape.
+// Formulas and what each op saves are in ops/elementwise.h. The CPU path is plain loops templated
+// on float/double; reductions accumulate in double in a fixed order. Backward functions call the
+// raw kernels below directly, so they never record on the tape.
 #include "ops/elementwise.h"
 
 #include <cmath>
@@ -18,7 +18,7 @@
 
 namespace tg::ops {
 
-// ---- CPU kernels -------------------------------------------------------------------------------
+// ---- CPU kernels --------------------------------------------------------------------------------
 
 namespace detail {
 
@@ -119,14 +119,14 @@ void channel_sum_cpu(const T* g, const T* other, T* out, int64_t N, int64_t C, i
   }
 }
 
-#define TG_INSTANTIATE_ELEMENTWISE_CPU(T)                                                         \
-  template void binary_cpu<T>(BinaryOp, const T*, const T*, T*, const BinaryParams&);             \
-  template void affine_cpu<T>(const T*, T*, int64_t, double, double);                             \
-  template void sigmoid_forward_cpu<T>(const T*, T*, int64_t);                                    \
-  template void sigmoid_backward_cpu<T>(const T*, const T*, T*, int64_t);                         \
-  template void square_backward_cpu<T>(const T*, const T*, T*, int64_t);                          \
-  template void sum_cpu<T>(const T*, T*, int64_t, double);                                        \
-  template void fill_scaled_cpu<T>(const T*, T*, int64_t, double);                                \
+#define TG_INSTANTIATE_ELEMENTWISE_CPU(T)                                             \
+  template void binary_cpu<T>(BinaryOp, const T*, const T*, T*, const BinaryParams&); \
+  template void affine_cpu<T>(const T*, T*, int64_t, double, double);                 \
+  template void sigmoid_forward_cpu<T>(const T*, T*, int64_t);                        \
+  template void sigmoid_backward_cpu<T>(const T*, const T*, T*, int64_t);             \
+  template void square_backward_cpu<T>(const T*, const T*, T*, int64_t);              \
+  template void sum_cpu<T>(const T*, T*, int64_t, double);                            \
+  template void fill_scaled_cpu<T>(const T*, T*, int64_t, double);                    \
   template void channel_sum_cpu<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, double);
 TG_INSTANTIATE_ELEMENTWISE_CPU(float)
 TG_INSTANTIATE_ELEMENTWISE_CPU(double)
@@ -151,7 +151,7 @@ const char* binary_name(BinaryOp op) {
   return "?";
 }
 
-// ---- validation --------------------------------------------------------------------------------
+// ---- validation ---------------------------------------------------------------------------------
 
 void check_operand(const char* op, const Tensor& t, const char* name) {
   TG_CHECK(t.defined(), op, ": expected a defined tensor as ", name, ", got an undefined tensor");
@@ -160,8 +160,7 @@ void check_operand(const char* op, const Tensor& t, const char* name) {
 
 // p is (C,1,1) and x is NCHW with size(1) == C.
 bool is_per_channel_of(const Tensor& p, const Tensor& x) {
-  return x.dim() == 4 && p.dim() == 3 && p.size(0) == x.size(1) && p.size(1) == 1 &&
-         p.size(2) == 1;
+  return x.dim() == 4 && p.dim() == 3 && p.size(0) == x.size(1) && p.size(1) == 1 && p.size(2) == 1;
 }
 
 // Checks a binary op's operands; returns the layout and sets *out_shape.
@@ -201,7 +200,7 @@ BinaryParams check_binary(const char* op, const Tensor& a, const Tensor& b, Shap
            "channels");
 }
 
-// ---- raw ops (no autograd) ---------------------------------------------------------------------
+// ---- raw ops (no autograd) ----------------------------------------------------------------------
 
 Tensor binary_raw(BinaryOp op, const Tensor& a, const Tensor& b, const BinaryParams& p,
                   const Shape& shape) {
@@ -209,8 +208,8 @@ Tensor binary_raw(BinaryOp op, const Tensor& a, const Tensor& b, const BinaryPar
   dispatch_dtype(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if (a.is_cuda()) {
-      TG_IF_CUDA(detail::binary_cuda<T>(op, a.data<T>(), b.data<T>(), out.data<T>(), p,
-                                        cuda::stream()));
+      TG_IF_CUDA(
+          detail::binary_cuda<T>(op, a.data<T>(), b.data<T>(), out.data<T>(), p, cuda::stream()));
     } else {
       detail::binary_cpu<T>(op, a.data<T>(), b.data<T>(), out.data<T>(), p);
     }
@@ -288,7 +287,7 @@ Tensor fill_scaled_raw(const Tensor& g, const Shape& shape, double scale) {
   return out;
 }
 
-// ---- binary ops: a op b --------------------------------------------------------------------------
+// ---- binary ops: a op b -------------------------------------------------------------------------
 
 class BinaryNode : public autograd::Node {
  public:
@@ -429,7 +428,7 @@ class SquareNode : public autograd::Node {
   autograd::SavedTensor saved_x;
 };
 
-// ---- sum and mean ---------------------------------------------------------------------------------
+// ---- sum and mean -------------------------------------------------------------------------------
 
 class ReduceNode : public autograd::Node {
  public:

@@ -1,9 +1,9 @@
 // CUDA kernels of ops/elementwise.h (formulas and layouts there).
 //
 // Elementwise kernels: grid-stride loops, one thread per element, 256 threads per block.
-// Reductions are deterministic: stage 1 has a fixed number of blocks (chosen from the sizes only) that
-// each write one double partial; stage 2 sums a group of partials in one block in a fixed order. All
-// accumulation is in double, for float32 as well.
+// Reductions are deterministic: stage 1 has a fixed number of blocks (chosen from the sizes only)
+// that each write one double partial; stage 2 sums a group of partials in one block in a fixed
+// order. All accumulation is in double, for float32 as well.
 #include "core/cuda_utils.h"
 #include "ops/elementwise.h"
 
@@ -100,19 +100,21 @@ __global__ void fill_scaled_kernel(const T* __restrict__ g, T* __restrict__ out,
 
 // Stage 1 of a full sum: block b sums x[b * kThreads + t + k * gridDim.x * kThreads] over k, t.
 template <typename T>
-__global__ void sum_partials_kernel(const T* __restrict__ x, int64_t n, double* __restrict__ partials) {
+__global__ void sum_partials_kernel(const T* __restrict__ x, int64_t n,
+                                    double* __restrict__ partials) {
   double acc = 0.0;
   for (int64_t i = global_index(); i < n; i += grid_stride()) acc += double(x[i]);
   acc = block_sum(acc);
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
-// Stage 1 of a per-channel sum: block c * chunks + k sums elements j = k * kThreads + t + m * chunks
-// * kThreads of channel c, where j runs over the channel's N * HxW elements, j = n * HxW + hw.
+// Stage 1 of a per-channel sum: block c * chunks + k sums the elements
+// j = k * kThreads + t + m * chunks * kThreads (m = 0, 1, ...) of channel c, where j = n * HxW + hw
+// runs over the channel's N * HxW elements.
 template <typename T>
 __global__ void channel_partials_kernel(const T* __restrict__ g, const T* __restrict__ other,
-                                        int64_t C, int64_t HxW, int64_t per_channel,
-                                        int64_t chunks, double* __restrict__ partials) {
+                                        int64_t C, int64_t HxW, int64_t per_channel, int64_t chunks,
+                                        double* __restrict__ partials) {
   const int64_t c = int64_t(blockIdx.x) / chunks;
   const int64_t k = int64_t(blockIdx.x) - c * chunks;
   double acc = 0.0;
@@ -201,24 +203,23 @@ void channel_sum_cuda(const T* g, const T* other, T* out, int64_t N, int64_t C, 
                       double scale, double* partials, cudaStream_t stream) {
   const int64_t per_channel = N * HxW;
   const int64_t chunks = channel_reduce_chunks(C, per_channel);
-  channel_partials_kernel<<<unsigned(C * chunks), kThreads, 0, stream>>>(g, other, C, HxW,
-                                                                         per_channel, chunks,
-                                                                         partials);
+  channel_partials_kernel<<<unsigned(C * chunks), kThreads, 0, stream>>>(
+      g, other, C, HxW, per_channel, chunks, partials);
   TG_CUDA_CHECK_LAUNCH();
   finish_sums_kernel<<<unsigned(C), kThreads, 0, stream>>>(partials, chunks, scale, out);
   TG_CUDA_CHECK_LAUNCH();
 }
 
-#define TG_INSTANTIATE_ELEMENTWISE_CUDA(T)                                                        \
-  template void binary_cuda<T>(BinaryOp, const T*, const T*, T*, const BinaryParams&,             \
-                               cudaStream_t);                                                     \
-  template void affine_cuda<T>(const T*, T*, int64_t, double, double, cudaStream_t);              \
-  template void sigmoid_forward_cuda<T>(const T*, T*, int64_t, cudaStream_t);                     \
-  template void sigmoid_backward_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t);          \
-  template void square_backward_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t);           \
-  template void sum_cuda<T>(const T*, T*, int64_t, double, double*, cudaStream_t);                \
-  template void fill_scaled_cuda<T>(const T*, T*, int64_t, double, cudaStream_t);                 \
-  template void channel_sum_cuda<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, double,   \
+#define TG_INSTANTIATE_ELEMENTWISE_CUDA(T)                                                     \
+  template void binary_cuda<T>(BinaryOp, const T*, const T*, T*, const BinaryParams&,          \
+                               cudaStream_t);                                                  \
+  template void affine_cuda<T>(const T*, T*, int64_t, double, double, cudaStream_t);           \
+  template void sigmoid_forward_cuda<T>(const T*, T*, int64_t, cudaStream_t);                  \
+  template void sigmoid_backward_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t);       \
+  template void square_backward_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t);        \
+  template void sum_cuda<T>(const T*, T*, int64_t, double, double*, cudaStream_t);             \
+  template void fill_scaled_cuda<T>(const T*, T*, int64_t, double, cudaStream_t);              \
+  template void channel_sum_cuda<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, double, \
                                     double*, cudaStream_t);
 TG_INSTANTIATE_ELEMENTWISE_CUDA(float)
 TG_INSTANTIATE_ELEMENTWISE_CUDA(double)

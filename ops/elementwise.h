@@ -1,21 +1,23 @@
-// Elementwise arithmetic, sigmoid, square and the full reductions sum and mean; forward and backward.
+// Elementwise arithmetic, sigmoid, square and the full reductions sum and mean; forward, backward.
 //
-// add/sub/mul(a, b): a and b of the same shape, or one of them (C,1,1) against a 4-D NCHW tensor with
-//   size(1) == C (either order). Element i of the NCHW tensor meets channel c = (i / HxW) % C.
+// add/sub/mul(a, b): a and b of the same shape, or one of them (C,1,1) against a 4-D NCHW tensor
+//   with size(1) == C (either order). Element i of the NCHW tensor meets channel (i / HxW) % C.
 //   Saved: nothing for add/sub; for mul, the operand(s) that the other one's gradient needs.
 //   Backward: full-size gradients elementwise (da = dy * b for mul); the (C,1,1) operand gets the
 //   per-channel sum over (n, h, w), computed in two deterministic stages (no atomics) in double.
 // add/sub/mul(x, s): one affine map y = alpha x + beta; nothing saved; dx = alpha dy.
-// sigmoid: y = 1 / (1 + exp(-x)), saves y, dx = dy y (1 - y).  square: y = x^2, saves x, dx = 2 x dy.
+// sigmoid: y = 1 / (1 + exp(-x)), saves y, dx = dy y (1 - y).
+// square: y = x^2, saves x, dx = 2 x dy.
 // sum, mean: all elements -> a 0-dim tensor (shape {}), accumulated in double; nothing saved;
 //   dx = dy (sum) or dy / numel (mean) everywhere.
 // All ops take float32 or float64 tensors on the CPU or on CUDA; both operands of a binary op must
 // agree in dtype and device. Undefined or empty tensors are rejected with a tg::Error.
 //
-// CUDA thread mapping: elementwise kernels are grid-stride loops, one thread per element. Full
-// reductions: stage 1, reduce_blocks(n) blocks of 256 threads each write one double partial; stage 2,
-// one block sums them in a fixed order. Per-channel reductions: stage 1, C * chunks blocks (block
-// c * chunks + k sums a strided slice of channel c's N*HxW elements); stage 2, one block per channel.
+// CUDA thread mapping: elementwise kernels are grid-stride loops, one thread per element.
+// Full reductions: stage 1, reduce_blocks(n) blocks of 256 threads each write one double partial;
+// stage 2, one block sums them in a fixed order. Per-channel reductions: stage 1, C * chunks blocks
+// (block c * chunks + k sums a strided slice of channel c's N * HxW elements); stage 2, one block
+// per channel.
 #pragma once
 
 #include <algorithm>
@@ -23,7 +25,8 @@
 
 #include "core/tensor.h"
 
-struct CUstream_st;  // cudaStream_t is CUstream_st*; named here so that this header needs no CUDA headers
+// cudaStream_t is CUstream_st*; declared here so that this header needs no CUDA headers.
+struct CUstream_st;
 
 namespace tg::ops {
 
@@ -67,9 +70,7 @@ struct BinaryParams {
 
 /// Blocks of the first stage of a CUDA full reduction over n elements (device independent, so a
 /// given n always reduces in the same order).
-inline int64_t reduce_blocks(int64_t n) {
-  return std::clamp<int64_t>((n + 4095) / 4096, 1, 1024);
-}
+inline int64_t reduce_blocks(int64_t n) { return std::clamp<int64_t>((n + 4095) / 4096, 1, 1024); }
 /// Chunks per channel of the first stage of a CUDA per-channel reduction over C channels of
 /// per_channel = N * HxW elements each.
 inline int64_t channel_reduce_chunks(int64_t C, int64_t per_channel) {
@@ -104,9 +105,9 @@ template <typename T>
 void channel_sum_cpu(const T* g, const T* other, T* out, int64_t N, int64_t C, int64_t HxW,
                      double scale);
 
-// CUDA launchers (defined only in a build with CUDA). Pointers are device pointers; work is queued on
-// stream. partials is device scratch of reduce_blocks(n) doubles (sum_cuda) or
-// C * channel_reduce_chunks(C, N * HxW) doubles (channel_sum_cuda).
+// CUDA launchers (defined only in a build with CUDA). Pointers are device pointers; work is queued
+// on stream. partials is device scratch: reduce_blocks(n) doubles for sum_cuda,
+// C * channel_reduce_chunks(C, N * HxW) doubles for channel_sum_cuda.
 
 template <typename T>
 void binary_cuda(BinaryOp op, const T* a, const T* b, T* out, const BinaryParams& p,

@@ -39,8 +39,8 @@ void mse_loss_backward_cpu(const T* y, const T* t, const T* g, T* dy, T* dt, int
 
 template void mse_loss_forward_cpu<float>(const float*, const float*, float*, int64_t);
 template void mse_loss_forward_cpu<double>(const double*, const double*, double*, int64_t);
-template void mse_loss_backward_cpu<float>(const float*, const float*, const float*, float*,
-                                           float*, int64_t);
+template void mse_loss_backward_cpu<float>(const float*, const float*, const float*, float*, float*,
+                                           int64_t);
 template void mse_loss_backward_cpu<double>(const double*, const double*, const double*, double*,
                                             double*, int64_t);
 
@@ -108,8 +108,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
     using T = decltype(tag);
     if (input.is_cuda()) {
       TG_IF_CUDA({
-        Tensor partials =
-            Tensor::empty({detail::mse_loss_blocks(n)}, DType::Float64, Device::CUDA);
+        Tensor partials = Tensor::empty({detail::mse_loss_blocks(n)}, DType::Float64, Device::CUDA);
         detail::mse_loss_forward_cuda<T>(input.data<T>(), target.data<T>(), loss.data<T>(), n,
                                          partials.data<double>(), cuda::stream());
       });

@@ -1,9 +1,9 @@
 // CUDA kernels of ops/mse_loss.h.
 //
 // Forward: stage 1, mse_loss_blocks(n) blocks of 256 threads; each thread accumulates (y - t)^2 in
-// double over a grid-stride slice, the block reduces (warp shuffles, then one warp over the warp sums)
-// and writes one partial. Stage 2, one block sums the partials in a fixed order and divides by n.
-// Backward: one grid-stride kernel, one thread per element, writes dy and dt.
+// double over a grid-stride slice, the block reduces (warp shuffles, then one warp over the warp
+// sums) and writes one partial. Stage 2, one block sums the partials in a fixed order and divides
+// by n. Backward: one grid-stride kernel, one thread per element, writes dy and dt.
 #include "core/cuda_utils.h"
 #include "ops/mse_loss.h"
 
@@ -51,8 +51,8 @@ __global__ void mse_finish_kernel(const double* __restrict__ partials, int64_t c
 
 template <typename T>
 __global__ void mse_backward_kernel(const T* __restrict__ y, const T* __restrict__ t,
-                                    const T* __restrict__ g, T* __restrict__ dy,
-                                    T* __restrict__ dt, int64_t n) {
+                                    const T* __restrict__ g, T* __restrict__ dy, T* __restrict__ dt,
+                                    int64_t n) {
   const T s = T(2.0 * double(g[0]) / double(n));
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride) {
@@ -77,15 +77,14 @@ void mse_loss_forward_cuda(const T* y, const T* t, T* out, int64_t n, double* pa
 template <typename T>
 void mse_loss_backward_cuda(const T* y, const T* t, const T* g, T* dy, T* dt, int64_t n,
                             cudaStream_t stream) {
-  mse_backward_kernel<<<tg::cuda::grid_for(n, kThreads), kThreads, 0, stream>>>(y, t, g, dy, dt,
-                                                                                n);
+  mse_backward_kernel<<<tg::cuda::grid_for(n, kThreads), kThreads, 0, stream>>>(y, t, g, dy, dt, n);
   TG_CUDA_CHECK_LAUNCH();
 }
 
 template void mse_loss_forward_cuda<float>(const float*, const float*, float*, int64_t, double*,
                                            cudaStream_t);
-template void mse_loss_forward_cuda<double>(const double*, const double*, double*, int64_t,
-                                            double*, cudaStream_t);
+template void mse_loss_forward_cuda<double>(const double*, const double*, double*, int64_t, double*,
+                                            cudaStream_t);
 template void mse_loss_backward_cuda<float>(const float*, const float*, const float*, float*,
                                             float*, int64_t, cudaStream_t);
 template void mse_loss_backward_cuda<double>(const double*, const double*, const double*, double*,

@@ -4,8 +4,8 @@
 // accumulated in double. Saved: y and t (they exist anyway; nothing new is kept alive).
 // Backward, from dL = g: dy = 2 (y - t) / numel * g, dt = -dy (only when t requires grad).
 //
-// CUDA thread mapping: forward, mse_loss_blocks(n) blocks of 256 threads each write the double sum of
-// (y - t)^2 over a grid-stride slice; one block then sums those partials in a fixed order
+// CUDA thread mapping: forward, mse_loss_blocks(n) blocks of 256 threads each write the double sum
+// of (y - t)^2 over a grid-stride slice; one block then sums those partials in a fixed order
 // (deterministic, no atomics). Backward, one grid-stride kernel writes dy and dt together.
 #pragma once
 
@@ -14,7 +14,8 @@
 
 #include "core/tensor.h"
 
-struct CUstream_st;  // cudaStream_t is CUstream_st*; named here so that this header needs no CUDA headers
+// cudaStream_t is CUstream_st*; declared here so that this header needs no CUDA headers.
+struct CUstream_st;
 
 namespace tg::ops {
 
@@ -32,11 +33,13 @@ inline int64_t mse_loss_blocks(int64_t n) {
 /// out[0] = sum_i (y[i] - t[i])^2 / n
 template <typename T>
 void mse_loss_forward_cpu(const T* y, const T* t, T* out, int64_t n);
-/// d = 2 (y[i] - t[i]) / n * g[0]; dy[i] = d and dt[i] = -d, each only when its pointer is non-null.
+/// d = 2 (y[i] - t[i]) / n * g[0]; dy[i] = d and dt[i] = -d, each written only when its pointer
+/// is not null.
 template <typename T>
 void mse_loss_backward_cpu(const T* y, const T* t, const T* g, T* dy, T* dt, int64_t n);
 
-/// CUDA versions (device pointers, queued on stream). partials: mse_loss_blocks(n) doubles of scratch.
+/// CUDA versions (device pointers, queued on stream).
+/// partials: device scratch of mse_loss_blocks(n) doubles.
 template <typename T>
 void mse_loss_forward_cuda(const T* y, const T* t, T* out, int64_t n, double* partials,
                            CUstream_st* stream);

@@ -15,9 +15,8 @@
 #endif
 
 // EXPECT that the string haystack contains needle.
-#define EXPECT_CONTAINS(haystack, needle)                                         \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " \
-                                                                    << (haystack)
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " << (haystack)
 
 namespace tg {
 namespace {
@@ -70,8 +69,8 @@ TEST(MseLossForward, CpuKernelsWriteEveryOutputElement) {
   Tensor g = Tensor::randn({}, 14, DType::Float64);
   Tensor loss = Tensor::empty({}, DType::Float64);
   testing::poison(loss);
-  ops::detail::mse_loss_forward_cpu<double>(y.data<double>(), t.data<double>(),
-                                            loss.data<double>(), 35);
+  ops::detail::mse_loss_forward_cpu<double>(y.data<double>(), t.data<double>(), loss.data<double>(),
+                                            35);
   EXPECT_NEAR(loss.item(), naive_mse(y, t), 1e-15);
 
   Tensor dy = Tensor::empty({5, 7}, DType::Float64);
@@ -90,7 +89,9 @@ TEST(MseLossForward, CpuKernelsWriteEveryOutputElement) {
 }
 
 TEST(MseLossGrad, Gradcheck) {
-  auto f = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ops::mse_loss(in[0], in[1])}; };
+  auto f = [](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{ops::mse_loss(in[0], in[1])};
+  };
   for (int mask = 1; mask < 4; ++mask)
     for (const Shape& shape : {Shape{2, 3, 4, 5}, Shape{}}) {
       Tensor y = Tensor::randn(shape, 20, DType::Float64);
@@ -154,8 +155,9 @@ TEST(MseLossErrors, BadInputs) {
 TEST(MseLossErrors, DeviceMismatch) {
   TG_SKIP_WITHOUT_GPU();
   Tensor y = Tensor::randn({2, 3}, 1);
-  const std::string m =
-      error_of([&] { ops::mse_loss(y, Tensor::randn({2, 3}, 2, DType::Float32, Device::CUDA)); });
+  const std::string m = error_of([&] {
+    ops::mse_loss(y, Tensor::randn({2, 3}, 2, DType::Float32, Device::CUDA));
+  });
   EXPECT_CONTAINS(m, "mse_loss: expected target on the same device");
   EXPECT_CONTAINS(m, "cpu");
   EXPECT_CONTAINS(m, "cuda");
@@ -167,7 +169,8 @@ TEST(MseLossCuda, MatchesCpuOnOddShapes) {
   for (DType dt : kDTypes)
     for (const Shape& shape :
          {Shape{3, 5, 7, 9}, Shape{1}, Shape{}, Shape{4097}, Shape{2, 3, 333, 257}}) {
-      const double tol = dt == DType::Float32 ? 1e-6 : 1e-13;
+      // float64: the CPU (sequential) and CUDA (tree) sums round differently.
+      const double tol = dt == DType::Float32 ? 1e-6 : 1e-11;
       Tensor y0 = Tensor::randn(shape, seed++, dt);
       Tensor t0 = Tensor::randn(shape, seed++, dt);
       Tensor g = Tensor::randn({}, seed++, dt);
