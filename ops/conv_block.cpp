@@ -57,7 +57,7 @@ Forward fused_forward(const Tensor& x, const ConvBlockParams& p) {
   const int N = int(x.size(0)), cin = int(x.size(1)), H = int(x.size(2)), W = int(x.size(3));
   const int cout = int(p.weight.size(0)), k = int(p.weight.size(2)), G = int(p.groups);
   Forward r;
-  r.sh = detail::conv_block_shape(N, H, W, k, G, cout);
+  r.sh = detail::conv_block_shape(N, H, W, k, G);
   r.z = Tensor::empty({N, cout, r.sh.Ho, r.sh.Wo}, DType::Float32, Device::CUDA);
   Tensor tile_stats = Tensor::empty({int64_t(N) * G * r.sh.tiles_y * r.sh.tiles_x * 4},
                                     DType::Float32, Device::CUDA);

@@ -26,7 +26,7 @@ namespace {
 
 template <int CIN, int COUT, int KS>
 struct Cfg {
-  static constexpr int TH = 8, TW = 64, CPT = 16;
+  static constexpr int TH = 8, TW = 64, PX = 4, CPT = 16;
   static constexpr int IH = TH + KS - 1, IW = TW + KS - 1, PITCH = (IW + 3) / 4 * 4;
   static constexpr int THREADS = 128 * (COUT / CPT);
   static constexpr int WARPS = THREADS / 32;
@@ -87,128 +87,113 @@ __device__ __forceinline__ TileCoord tile_coord(int tile, int tiles_x, int tiles
 }
 
 // ---- forward: conv + bias/scale/sigmoid epilogue + per-tile GroupNorm statistics ----------------
-// The weights and the per-channel constants live in constant memory: the fully unrolled loops index
-// them with compile-time offsets, so every FMA takes its weight straight from the constant bank
-// (warp-uniform: one broadcast) and shared memory serves only the input tile.
-constexpr int kMaxConstWeights = 4096;
-__constant__ float c_weight[kMaxConstWeights];  // [co][ci][kh][kw], as in the tensor
-__constant__ float c_chan[3 * 64];               // conv_bias, bias, scale
-
 template <int CIN, int COUT, int KS>
-struct FwdCfg {
-  static constexpr int TW = 64, PX = 64 / COUT * 1;  // pixels per thread: 2 for 32 channels
-  static constexpr int TPR = TW / PX;                 // threads per tile row
-  static constexpr int THREADS = 256;
-  static constexpr int TH = THREADS / TPR;
-  static constexpr int WARPS = THREADS / 32;
-  static constexpr int IH = TH + KS - 1, IW = TW + KS - 1, PITCH = (IW + 3) / 4 * 4;
-  static constexpr int XS = CIN * IH * PITCH;
-  static_assert(COUT == 16 || COUT == 32, "the forward kernel maps 16 or 32 channels to a warp");
-  static_assert(COUT * CIN * KS * KS <= kMaxConstWeights, "weights must fit in constant memory");
-};
-
-// v[i] summed over the warp's lanes, returned on lane l for i = l % N (N = 16 or 32 values; 31
-// shuffles for 32 values instead of 160): each step hands half of the values to the partner lane.
-template <int K, int N>
-__device__ __forceinline__ void transpose_sum_step(float (&v)[N], int lane) {
-  const bool upper = lane & K;
-#pragma unroll
-  for (int i = 0; i < K; ++i) {
-    const float send = upper ? v[i] : v[i + K];
-    const float keep = upper ? v[i + K] : v[i];
-    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, K);
-  }
-  if constexpr (K > 1) transpose_sum_step<K / 2, N>(v, lane);
-}
-
-template <int N>
-__device__ __forceinline__ float warp_transpose_sum(float (&v)[N]) {
-  transpose_sum_step<N / 2, N>(v, threadIdx.x & 31);
-  float r = v[0];
-  if constexpr (N == 16) r += __shfl_xor_sync(0xffffffffu, r, 16);
-  return r;
-}
-
-template <int CIN, int COUT, int KS>
-__global__ void __launch_bounds__(FwdCfg<CIN, COUT, KS>::THREADS)
-    forward_stats_kernel(const float* __restrict__ x, ConvBlockShape sh, float* __restrict__ z,
+__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
+    forward_stats_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                         const float* __restrict__ conv_bias, const float* __restrict__ bias,
+                         const float* __restrict__ scale, ConvBlockShape sh, float* __restrict__ z,
                          float4* __restrict__ tile_stats) {
-  using C = FwdCfg<CIN, COUT, KS>;
+  using C = Cfg<CIN, COUT, KS>;
   __shared__ __align__(16) float xs[C::XS];
-  __shared__ float red[C::WARPS][32];
+  __shared__ __align__(16) float ws[C::WS];  // [ci][kh][kw][co]
+  __shared__ float red[C::WARPS][C::CPT];
   __shared__ float chan[COUT];
   __shared__ float gmean[COUT];
+  __shared__ float pbias[COUT], pscale[COUT], pcb[COUT];
 
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const int tx = t % C::TPR, ty = t / C::TPR;
+  const int tx = t % 16, ty = (t / 16) % C::TH, half = t / 128;
+  for (int i = t; i < C::WS; i += C::THREADS) {
+    const int co = i / (CIN * KS * KS), rest = i % (CIN * KS * KS);  // rest = (ci*KS + kh)*KS + kw
+    ws[rest * COUT + co] = w[i];
+  }
+  for (int i = t; i < COUT; i += C::THREADS) {
+    pbias[i] = bias[i];
+    pscale[i] = scale[i];
+    pcb[i] = conv_bias[i];
+  }
   const int D = COUT / sh.G;
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
     const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    __syncthreads();  // the previous tile's readers are done with xs
+    __syncthreads();  // the previous tile's readers are done with xs (and the weights are in)
     load_x_tile<CIN, C>(xs, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
     __syncthreads();
 
-    float acc[COUT][C::PX];
+    float acc[C::CPT][C::PX];
 #pragma unroll
-    for (int c = 0; c < COUT; ++c)
+    for (int c = 0; c < C::CPT; ++c)
 #pragma unroll
       for (int p = 0; p < C::PX; ++p) acc[c][p] = 0.f;
-#pragma unroll
+
+#pragma unroll 2
     for (int ci = 0; ci < CIN; ++ci) {
 #pragma unroll
       for (int kh = 0; kh < KS; ++kh) {
         const float* row = xs + (ci * C::IH + ty + kh) * C::PITCH + tx * C::PX;
         float in[C::PX + KS - 1];
+        const float4 v = *reinterpret_cast<const float4*>(row);
+        in[0] = v.x;
+        in[1] = v.y;
+        in[2] = v.z;
+        in[3] = v.w;
 #pragma unroll
-        for (int j = 0; j < C::PX + KS - 1; ++j) in[j] = row[j];
+        for (int j = 4; j < C::PX + KS - 1; ++j) in[j] = row[j];
 #pragma unroll
-        for (int kw = 0; kw < KS; ++kw)
+        for (int kw = 0; kw < KS; ++kw) {
+          const float4* wv =
+              reinterpret_cast<const float4*>(ws + ((ci * KS + kh) * KS + kw) * COUT + half * C::CPT);
 #pragma unroll
-          for (int co = 0; co < COUT; ++co) {
-            const float wv = c_weight[((co * CIN + ci) * KS + kh) * KS + kw];
+          for (int q = 0; q < C::CPT / 4; ++q) {
+            const float4 wq = wv[q];
 #pragma unroll
-            for (int p = 0; p < C::PX; ++p) acc[co][p] = fmaf(wv, in[p + kw], acc[co][p]);
+            for (int p = 0; p < C::PX; ++p) {
+              acc[4 * q + 0][p] = fmaf(wq.x, in[p + kw], acc[4 * q + 0][p]);
+              acc[4 * q + 1][p] = fmaf(wq.y, in[p + kw], acc[4 * q + 1][p]);
+              acc[4 * q + 2][p] = fmaf(wq.z, in[p + kw], acc[4 * q + 2][p]);
+              acc[4 * q + 3][p] = fmaf(wq.w, in[p + kw], acc[4 * q + 3][p]);
+            }
           }
+        }
       }
     }
 
-    // Epilogue: z out; s kept in acc; pixels past the image edge count for nothing.
+    // Epilogue: z out, s kept in acc; invalid pixels (past the image edge) count for nothing.
     const int oy = tc.oy0 + ty;
     const int oxb = tc.ox0 + tx * C::PX;
     bool valid[C::PX];
 #pragma unroll
     for (int p = 0; p < C::PX; ++p) valid[p] = oy < sh.Ho && oxb + p < sh.Wo;
 #pragma unroll
-    for (int co = 0; co < COUT; ++co) {
+    for (int c = 0; c < C::CPT; ++c) {
+      const int co = half * C::CPT + c;
       float* zrow = z + ((size_t(tc.n) * COUT + co) * sh.Ho + oy) * sh.Wo + oxb;
 #pragma unroll
       for (int p = 0; p < C::PX; ++p) {
-        const float zz = acc[co][p] + c_chan[co];
+        const float zz = acc[c][p] + pcb[co];
         if (valid[p]) zrow[p] = zz;
-        acc[co][p] = valid[p] ? sigmoidf((zz + c_chan[64 + co]) * c_chan[128 + co]) : 0.f;
+        acc[c][p] = valid[p] ? sigmoidf((zz + pbias[co]) * pscale[co]) : 0.f;
       }
     }
     const int rows = min(C::TH, sh.Ho - tc.oy0), cols = min(C::TW, sh.Wo - tc.ox0);
     const float count = float(rows * cols * D);
 
-    // Pass 1: per-channel sums (lane co of each warp gets channel co's) -> the tile's group means.
-    {
-      float v[COUT];
+    // Pass 1: per-channel sums -> group means of this tile.
 #pragma unroll
-      for (int co = 0; co < COUT; ++co) {
-        v[co] = 0.f;
+    for (int c = 0; c < C::CPT; ++c) {
+      float v = 0.f;
 #pragma unroll
-        for (int p = 0; p < C::PX; ++p) v[co] += acc[co][p];
-      }
-      red[warp][lane] = warp_transpose_sum<COUT>(v);
+      for (int p = 0; p < C::PX; ++p) v += acc[c][p];
+      v = warp_sum(v);
+      if (lane == 0) red[warp][c] = v;
     }
     __syncthreads();
     if (t < COUT) {
+      const int h = t / C::CPT;
       float v = 0.f;
-      for (int w = 0; w < C::WARPS; ++w) v += red[w][t];
+      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
       chan[t] = v;
     }
     __syncthreads();
@@ -220,28 +205,27 @@ __global__ void __launch_bounds__(FwdCfg<CIN, COUT, KS>::THREADS)
     }
     __syncthreads();
     // Pass 2: per-channel sums of squared deviations from the tile's group mean.
-    {
-      float v[COUT];
 #pragma unroll
-      for (int co = 0; co < COUT; ++co) {
-        const float m = gmean[co];
-        v[co] = 0.f;
+    for (int c = 0; c < C::CPT; ++c) {
+      const float m = gmean[half * C::CPT + c];
+      float v = 0.f;
 #pragma unroll
-        for (int p = 0; p < C::PX; ++p) {
-          const float d = acc[co][p] - m;
-          v[co] += valid[p] ? d * d : 0.f;
-        }
+      for (int p = 0; p < C::PX; ++p) {
+        const float d = acc[c][p] - m;
+        v += valid[p] ? d * d : 0.f;
       }
-      red[warp][lane] = warp_transpose_sum<COUT>(v);
+      v = warp_sum(v);
+      if (lane == 0) red[warp][c] = v;
     }
     __syncthreads();
     if (t < COUT) {
+      const int h = t / C::CPT;
       float v = 0.f;
-      for (int w = 0; w < C::WARPS; ++w) v += red[w][t];
+      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
       chan[t] = v;
     }
     __syncthreads();
-    if (t < COUT / D) {
+    if (t < sh.G / 1 && t < COUT / D) {
       float m2 = 0.f;
       for (int c = 0; c < D; ++c) m2 += chan[t * D + c];
       tile_stats[(size_t(tc.n) * sh.G + t) * tiles_per_image + tc.tile_in_image] =
@@ -421,7 +405,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
   const float gs = gout * dy_scale;  // dy = gs * (y - t) for the loss; gs * dy otherwise
   const int D = COUT / sh.G;
   const float inv_m = 1.0f / float(D * sh.Ho * sh.Wo);
-  const int tiles_per_image = sh.bwd_tiles_y * sh.bwd_tiles_x;
+  const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
   // weight-gradient unit of this thread
@@ -440,7 +424,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
   for (int k = 0; k < CH_PER_WARP; ++k) acc_db[k] = acc_ds[k] = 0.f;
 
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-    const TileCoord tc = tile_coord(tile, sh.bwd_tiles_x, tiles_per_image, C::TH, C::TW);
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
     __syncthreads();  // previous tile's weight-gradient readers are done
     load_x_tile<CIN, C>(xs, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
 
@@ -576,22 +560,14 @@ int persistent_grid(const void* kernel, int threads, size_t smem, int total_tile
 
 template <int CIN, int COUT, int KS>
 void forward_impl(const ConvBlockForwardArgs& a) {
-  using C = FwdCfg<CIN, COUT, KS>;
+  using C = Cfg<CIN, COUT, KS>;
   ConvBlockShape sh = a.shape;
-  cudaStream_t s = cuda::stream();
-  // stream-ordered copies into constant memory: the launch below sees this call's parameters
-  TG_CUDA_CHECK(cudaMemcpyToSymbolAsync(c_weight, a.weight, sizeof(float) * COUT * CIN * KS * KS, 0,
-                                        cudaMemcpyDeviceToDevice, s));
-  TG_CUDA_CHECK(cudaMemcpyToSymbolAsync(c_chan, a.conv_bias, sizeof(float) * COUT, 0,
-                                        cudaMemcpyDeviceToDevice, s));
-  TG_CUDA_CHECK(cudaMemcpyToSymbolAsync(c_chan, a.bias, sizeof(float) * COUT, sizeof(float) * 64,
-                                        cudaMemcpyDeviceToDevice, s));
-  TG_CUDA_CHECK(cudaMemcpyToSymbolAsync(c_chan, a.scale, sizeof(float) * COUT, sizeof(float) * 128,
-                                        cudaMemcpyDeviceToDevice, s));
   const auto kernel = forward_stats_kernel<CIN, COUT, KS>;
   const int total = sh.N * sh.tiles_y * sh.tiles_x;
   const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, 0, total);
-  kernel<<<grid, C::THREADS, 0, s>>>(a.x, sh, a.z, reinterpret_cast<float4*>(a.tile_stats));
+  cudaStream_t s = cuda::stream();
+  kernel<<<grid, C::THREADS, 0, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
+                                     reinterpret_cast<float4*>(a.tile_stats));
   TG_CUDA_CHECK_LAUNCH();
   const int NG = sh.N * sh.G;
   stats_finalize_kernel<<<(NG + 127) / 128, 128, 0, s>>>(reinterpret_cast<const float4*>(a.tile_stats),
@@ -608,12 +584,14 @@ void backward_impl(const ConvBlockBackwardArgs& a) {
   const size_t smem = size_t(C::XS + COUT * C::PPAD) * sizeof(float);
   static_assert(C::PSETS * C::WS <= C::XS + COUT * C::PPAD, "reduction scratch must fit");
   TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const int total = sh.N * sh.tiles_y * sh.tiles_x;
   const int grid = conv_block_backward_grid(a.shape, COUT);
   cudaStream_t s = cuda::stream();
   kernel<<<grid, C::THREADS, smem, s>>>(a.x, a.z, a.other, a.mean, a.rstd, a.A, a.B, a.bias, a.scale,
                                         a.gamma, a.beta, a.gout, a.dy_scale, sh, a.dz, a.dw_part,
                                         a.dbias_part, a.dscale_part);
   TG_CUDA_CHECK_LAUNCH();
+  (void)total;
   const int n = C::WS + COUT;
   backward_finalize_kernel<<<(n + 255) / 256, 256, 0, s>>>(a.dw_part, a.dbias_part, a.dscale_part,
                                                            grid, C::WS, COUT, a.dgamma_u, a.dbeta_u,
@@ -635,7 +613,7 @@ bool conv_block_supported(int cin, int cout, int k) {
   return (cin == 8 && cout == 32 && k == 3) || (cin == 3 && cout == 16 && k == 3);
 }
 
-ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G, int cout) {
+ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G) {
   ConvBlockShape sh{};
   sh.N = N;
   sh.H = H;
@@ -643,17 +621,13 @@ ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G, int cout) {
   sh.Ho = H - k + 1;
   sh.Wo = W - k + 1;
   sh.G = G;
-  // the forward's tiles: 64 columns, 256 / (64 / (64 / Cout)) rows (8 for 32 channels, 16 for 16)
-  const int th = 256 / (64 / (64 / cout));
-  sh.tiles_y = (sh.Ho + th - 1) / th;
+  sh.tiles_y = (sh.Ho + 7) / 8;
   sh.tiles_x = (sh.Wo + 63) / 64;
-  sh.bwd_tiles_y = (sh.Ho + 7) / 8;
-  sh.bwd_tiles_x = (sh.Wo + 63) / 64;
   return sh;
 }
 
 int conv_block_backward_grid(const ConvBlockShape& sh, int cout) {
-  const int total = sh.N * sh.bwd_tiles_y * sh.bwd_tiles_x;
+  const int total = sh.N * sh.tiles_y * sh.tiles_x;
   // two CTAs per SM fit in shared memory (87 KB each for 8 -> 32 channels)
   const int grid = 2 * cuda::device_properties().multiProcessorCount;
   (void)cout;

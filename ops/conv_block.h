@@ -37,9 +37,7 @@ bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p);
 namespace detail {
 
 struct ConvBlockShape {
-  int N, H, W, Ho, Wo, G;
-  int tiles_y, tiles_x;          ///< the forward kernel's tiles
-  int bwd_tiles_y, bwd_tiles_x;  ///< the backward kernel's tiles (8 x 64 pixels)
+  int N, H, W, Ho, Wo, G, tiles_y, tiles_x;
 };
 
 struct ConvBlockForwardArgs {
@@ -77,7 +75,7 @@ struct ConvBlockBackwardArgs {
 };
 
 bool conv_block_supported(int cin, int cout, int k);
-ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G, int cout);
+ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G);
 int conv_block_backward_grid(const ConvBlockShape& sh, int cout);
 int conv_block_reduce_chunks(const ConvBlockShape& sh);
 void conv_block_forward_cuda(const ConvBlockForwardArgs& a);
