@@ -1,0 +1,172 @@
+#include "core/autograd.h"
+
+#include <unordered_map>
+
+namespace tg::autograd {
+
+namespace {
+thread_local bool t_grad_mode = true;
+thread_local std::vector<std::shared_ptr<Node>> t_tape;
+}  // namespace
+
+bool grad_mode_enabled() { return t_grad_mode; }
+
+NoGradGuard::NoGradGuard() : previous_(t_grad_mode) { t_grad_mode = false; }
+NoGradGuard::~NoGradGuard() { t_grad_mode = previous_; }
+
+SavedTensor::SavedTensor(const Tensor& t) : tensor_(t), version_(t.defined() ? t.version() : 0) {}
+
+const Tensor& SavedTensor::get(const char* op) const {
+  TG_CHECK(!released_, op, " backward: its saved tensors were already freed by an earlier backward(); "
+           "pass retain_graph=true to the first backward() to run backward twice");
+  if (tensor_.defined())
+    TG_CHECK(tensor_.version() == version_, op, " backward: a tensor saved for the backward (",
+             tensor_.describe(), ") was modified in place after it was saved (version ",
+             tensor_.version(), ", expected ", version_,
+             "); its gradient would be wrong. Clone it before modifying it.");
+  return tensor_;
+}
+
+bool should_record(const std::vector<Tensor>& inputs) {
+  if (!t_grad_mode) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
+            const std::vector<Tensor>& outputs) {
+  node->inputs_.clear();
+  node->outputs_.clear();
+  for (const Tensor& t : inputs) {
+    InputEdge e;
+    if (t.defined()) {
+      e.id = t.id();
+      e.needs_grad = t.requires_grad();
+      if (e.needs_grad && t.is_leaf()) e.leaf = t.impl();
+      e.shape = t.shape();
+      e.dtype = t.dtype();
+      e.device = t.device();
+    }
+    node->inputs_.push_back(std::move(e));
+  }
+  for (const Tensor& t : outputs) {
+    TG_CHECK(t.defined(), "autograd::record(", node->name(), "): undefined output");
+    node->outputs_.push_back({t.id(), t.shape(), t.dtype(), t.device()});
+    TensorImpl& impl = *t.impl();
+    impl.requires_grad = true;
+    impl.grad_fn = node;
+    impl.has_grad_fn = true;
+  }
+  t_tape.push_back(node);
+}
+
+void accumulate(Tensor& into, const Tensor& g) {
+  if (!into.defined()) {
+    into = g.clone();
+  } else {
+    into.add_(g);
+  }
+}
+
+namespace {
+
+void check_grad_like(const Tensor& g, const Shape& shape, DType dtype, Device device,
+                     const std::string& what) {
+  TG_CHECK(g.shape() == shape && g.dtype() == dtype && g.device() == device, what,
+           ": expected a gradient of ", dtype_name(dtype), " ", device_name(device), " ",
+           shape_str(shape), ", got ", g.describe());
+}
+
+void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+  Tensor current(leaf.grad);
+  accumulate(current, g);
+  leaf.grad = current.impl();
+}
+
+}  // namespace
+
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_roots,
+              bool retain_graph) {
+  TG_CHECK(roots.size() == grad_roots.size(), "backward: got ", roots.size(), " tensors but ",
+           grad_roots.size(), " gradients");
+  std::unordered_map<uint64_t, Tensor> pending;  // id -> summed gradient of a non-leaf tensor
+  for (size_t i = 0; i < roots.size(); ++i) {
+    const Tensor& r = roots[i];
+    const Tensor& g = grad_roots[i];
+    TG_CHECK(r.defined() && g.defined(), "backward: undefined tensor or gradient");
+    TG_CHECK(r.requires_grad(), "backward: the tensor (", r.describe(),
+             ") does not require grad: no input of the ops that made it requires grad, or it was "
+             "made under NoGradGuard");
+    check_grad_like(g, r.shape(), r.dtype(), r.device(), "backward");
+    if (r.is_leaf()) {
+      accumulate_leaf(*r.impl(), g);
+      continue;
+    }
+    TG_CHECK(!r.impl()->grad_fn.expired(),
+             "backward: the graph of this tensor was already freed by an earlier backward() "
+             "(the tape is cleared after each backward); pass retain_graph=true to the first call "
+             "to run backward through the same graph twice");
+    Tensor& slot = pending[r.id()];
+    if (slot.defined()) slot = slot.clone();
+    accumulate(slot, g);
+  }
+
+  // Walk the tape in reverse; a node runs when at least one of its outputs received a gradient.
+  for (size_t k = t_tape.size(); k-- > 0;) {
+    if (pending.empty()) break;
+    Node& node = *t_tape[k];
+    std::vector<Tensor> grad_outputs;
+    bool any = false;
+    for (const OutputMeta& o : node.outputs()) {
+      auto it = pending.find(o.id);
+      if (it != pending.end()) {
+        grad_outputs.push_back(std::move(it->second));
+        pending.erase(it);
+        any = true;
+      } else {
+        grad_outputs.emplace_back();
+      }
+    }
+    if (!any) continue;
+    for (size_t j = 0; j < grad_outputs.size(); ++j)
+      if (!grad_outputs[j].defined()) {
+        const OutputMeta& o = node.outputs()[j];
+        grad_outputs[j] = Tensor::zeros(o.shape, o.dtype, o.device);
+      }
+    std::vector<Tensor> grad_inputs;
+    {
+      NoGradGuard no_grad;  // backward formulas are not themselves taped
+      grad_inputs = node.backward(grad_outputs);
+    }
+    grad_outputs.clear();
+    TG_CHECK(grad_inputs.size() == node.inputs().size(), "autograd: ", node.name(),
+             " backward returned ", grad_inputs.size(), " gradients for ", node.inputs().size(),
+             " inputs");
+    for (size_t i = 0; i < grad_inputs.size(); ++i) {
+      const InputEdge& e = node.inputs()[i];
+      const Tensor& g = grad_inputs[i];
+      if (!e.needs_grad || !g.defined()) continue;
+      check_grad_like(g, e.shape, e.dtype, e.device,
+                      std::string("autograd: ") + node.name() + " backward, input " + std::to_string(i));
+      if (e.leaf) {
+        accumulate_leaf(*e.leaf, g);
+      } else {
+        auto it = pending.find(e.id);
+        if (it == pending.end()) {
+          pending.emplace(e.id, g);
+        } else {
+          it->second = it->second.clone();  // the stored gradient may alias another op's output
+          it->second.add_(g);
+        }
+      }
+    }
+    if (!retain_graph) node.release_saved();
+  }
+  if (!retain_graph) t_tape.clear();
+}
+
+size_t tape_size() { return t_tape.size(); }
+void clear_tape() { t_tape.clear(); }
+
+}  // namespace tg::autograd

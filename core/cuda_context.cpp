@@ -1,0 +1,19 @@
+// Device discovery for builds without CUDA: there is never a GPU.
+#ifndef TG_WITH_CUDA
+#include "core/cuda_context.h"
+#include "core/error.h"
+#include "core/memory.h"
+
+namespace tg::cuda {
+bool is_available() { return false; }
+int device_count() { return 0; }
+void set_device(int index) {
+  TG_THROW("cuda::set_device(", index, "): this build of tapegrad has no CUDA support");
+}
+int current_device() { return 0; }
+void synchronize() {}
+MemoryStats memory_stats() { return {}; }
+void reset_peak_memory() {}
+void empty_cache() {}
+}  // namespace tg::cuda
+#endif
