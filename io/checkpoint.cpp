@@ -14,8 +14,8 @@ constexpr const char* kConfig = "config_json";
 
 void check_name(const std::string& path, const std::string& name, const char* what) {
   TG_CHECK(!name.empty(), "save_checkpoint: '", path, "': a ", what, " has an empty name");
-  TG_CHECK(name.find('/') == std::string::npos && name != "." && name != "..",
-           "save_checkpoint: '", path, "': ", what, " name '", name,
+  TG_CHECK(name.find('/') == std::string::npos && name != "." && name != "..", "save_checkpoint: '",
+           path, "': ", what, " name '", name,
            "' is not a valid HDF5 link name (no '/', not '.' or '..')");
 }
 
@@ -30,7 +30,8 @@ void check_tensors(const std::string& path, const NamedTensors& ts, const char* 
 
 /// Writes each defined tensor of ts as a dataset of g. Duplicates are found here, mid-write; the
 /// atomic file then makes sure nothing of this save survives.
-void write_tensors(h5::Group& g, const NamedTensors& ts, const std::string& path, const char* what) {
+void write_tensors(h5::Group& g, const NamedTensors& ts, const std::string& path,
+                   const char* what) {
   for (const auto& [name, t] : ts) {
     if (!t.defined()) continue;
     TG_CHECK(!g.has(name), "save_checkpoint: '", path, "': duplicate ", what, " name '", name, "'");

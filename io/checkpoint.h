@@ -1,8 +1,9 @@
 // Checkpoints: named parameters plus optional training state, in one HDF5 file.
 //
 // Layout (SPEC.md "Files"):
-//   /<param name>                        one dataset per parameter, exactly its name, shape and dtype
-//   /train_state/                        group, present when a TrainState was saved; attributes
+//   /<param name>                        one dataset per parameter, exactly its name, shape and
+//   dtype /train_state/                        group, present when a TrainState was saved;
+//   attributes
 //                                        step, epoch, batch_in_epoch (int64) and seed (uint64)
 //   /train_state/config_json             scalar string dataset
 //   /train_state/momentum_buffer/<name>  one dataset per momentum buffer, named by its parameter

@@ -1,11 +1,12 @@
 // Dataset files: inspection, the prefetching batch reader and the writers (see io/dataset.h).
 //
-// Reader threads: the caller's thread and, with prefetch, one worker. They share two streams (training
-// and validation), each with a plan (the row sets of its batches), a read cursor, a delivered count and
-// one ready slot, all under mu_. The worker reads batch `to_read` of a stream when its slot is empty and
-// the caller has taken every earlier batch (to_read == delivered), so exactly one batch is read ahead
-// of the one the caller holds (double buffering). Restarting a stream bumps its generation; a batch read
-// for an older generation is dropped. HDF5 calls are serialised by the io/hdf5 layer's lock.
+// Reader threads: the caller's thread and, with prefetch, one worker. They share two streams
+// (training and validation), each with a plan (the row sets of its batches), a read cursor, a
+// delivered count and one ready slot, all under mu_. The worker reads batch `to_read` of a stream
+// when its slot is empty and the caller has taken every earlier batch (to_read == delivered), so
+// exactly one batch is read ahead of the one the caller holds (double buffering). Restarting a
+// stream bumps its generation; a batch read for an older generation is dropped. HDF5 calls are
+// serialised by the io/hdf5 layer's lock.
 #include "io/dataset.h"
 
 #include <algorithm>
@@ -38,12 +39,11 @@ h5::Dataset open_sample_dataset(const h5::File& f, const std::string& name, Shap
   h5::ObjectKind k = f.kind_of(name);
   TG_CHECK(k != h5::ObjectKind::None, "dataset: no dataset '", name, "' in '", path,
            "' (its root holds: ", join(f.children()), ")");
-  TG_CHECK(k == h5::ObjectKind::Dataset, "dataset: '", name, "' in '", path,
-           "' is not a dataset");
+  TG_CHECK(k == h5::ObjectKind::Dataset, "dataset: '", name, "' in '", path, "' is not a dataset");
   h5::Dataset d = f.open_dataset(name);
   Shape s = d.shape();
-  TG_CHECK(s.size() == 4, "dataset '", name, "' in '", path, "': expected rank 4 (N, C, H, W), got ",
-           s.size(), " (", s, ")");
+  TG_CHECK(s.size() == 4, "dataset '", name, "' in '", path,
+           "': expected rank 4 (N, C, H, W), got ", s.size(), " (", s, ")");
   for (int64_t v : s) {
     TG_CHECK(v >= 1, "dataset '", name, "' in '", path, "': every dimension must be >= 1, got ", s);
   }
@@ -234,7 +234,8 @@ struct DatasetReader::Impl {
   int pick() const {
     for (int k : {kVal, kTrain}) {
       const Stream& s = streams[k];
-      if (s.active && !s.ready && s.to_read == s.delivered && s.to_read < s.batches.size()) return k;
+      if (s.active && !s.ready && s.to_read == s.delivered && s.to_read < s.batches.size())
+        return k;
     }
     return -1;
   }
@@ -383,8 +384,9 @@ std::vector<int64_t> DatasetReader::epoch_order(int64_t epoch) const {
 void DatasetReader::start_epoch(int64_t epoch, int64_t skip_batches) {
   TG_CHECK(epoch >= 0, "DatasetReader::start_epoch: epoch must be >= 0, got ", epoch);
   const int64_t nb = num_train_batches();
-  TG_CHECK(skip_batches >= 0 && skip_batches <= nb, "DatasetReader::start_epoch: skip_batches must ",
-           "be in [0, ", nb, "] (batches per epoch), got ", skip_batches);
+  TG_CHECK(skip_batches >= 0 && skip_batches <= nb,
+           "DatasetReader::start_epoch: skip_batches must ", "be in [0, ", nb,
+           "] (batches per epoch), got ", skip_batches);
   std::vector<int64_t> order = epoch_order(epoch);
   const size_t bs = size_t(impl_->opt.batch_size);
   std::vector<std::vector<int64_t>> batches(static_cast<size_t>(nb));
@@ -418,8 +420,8 @@ bool DatasetReader::next_val(Batch& out) { return impl_->next(Impl::kVal, out); 
 Batch DatasetReader::read(const std::vector<int64_t>& indices) const {
   TG_CHECK(!indices.empty(), "DatasetReader::read: no indices given");
   for (int64_t i : indices) {
-    TG_CHECK(i >= 0 && i < impl_->n, "DatasetReader::read: index ", i, " is outside [0, ",
-             impl_->n, ") of '", impl_->opt.path, "'");
+    TG_CHECK(i >= 0 && i < impl_->n, "DatasetReader::read: index ", i, " is outside [0, ", impl_->n,
+             ") of '", impl_->opt.path, "'");
   }
   std::vector<int64_t> rows = indices;
   std::sort(rows.begin(), rows.end());

@@ -1,13 +1,15 @@
 // HDF5 datasets of (input, target) samples: inspection, a prefetching batch reader, and writers.
 //
-// File layout (SPEC.md "Files"): two datasets at the root, `x` (N, Cin, H, W) and `y` (N, Cout, H', W'),
-// float32 (float64 is accepted and converted), the same N >= 1. Other names can be chosen.
+// File layout (SPEC.md "Files"): two datasets at the root, `x` (N, Cin, H, W) and
+// `y` (N, Cout, Ho, Wo), float32 (float64 is accepted and converted), the same N >= 1. Other names
+// can be chosen.
 //
 // Reading: a batch reads only its rows, with one hyperslab selection per run of consecutive indices
-// (OR-ed together, one H5Dread per dataset); the whole file is never loaded. A background thread reads
-// the next batch into pinned host tensors while the caller works on the current one. Every batch is
-// checked for NaN/Inf. Writing: chunked (one sample, or a few small ones, per chunk), byte-shuffled
-// and gzip-compressed, with a checksum per chunk so that corruption is detected on read.
+// (OR-ed together, one H5Dread per dataset); the whole file is never loaded. A background thread
+// reads the next batch into pinned host tensors while the caller works on the current one. Every
+// batch is checked for NaN/Inf. Writing: chunked (one sample, or a few small ones, per chunk),
+// byte-shuffled and gzip-compressed, with a checksum per chunk so that corruption is detected on
+// read.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +23,7 @@ namespace tg::io {
 
 /// Shapes and stored element types of a dataset file's x and y.
 struct DatasetInfo {
-  Shape x_shape, y_shape;  ///< full shapes, N first
+  Shape x_shape, y_shape;                                    ///< full shapes, N first
   DType x_dtype = DType::Float32, y_dtype = DType::Float32;  ///< as stored in the file
   int64_t num_samples() const { return x_shape.empty() ? 0 : x_shape[0]; }
 };
@@ -34,8 +36,8 @@ DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name =
 
 /// One batch of samples.
 struct Batch {
-  Tensor x, y;               ///< (B, ...) host tensors (pinned when options.pinned and CUDA is built)
-  int64_t epoch = 0;         ///< the training epoch; -1 for a validation batch
+  Tensor x, y;        ///< (B, ...) host tensors (pinned when options.pinned and CUDA is built)
+  int64_t epoch = 0;  ///< the training epoch; -1 for a validation batch
   int64_t index_in_epoch = 0;  ///< batch number within its epoch (or within the validation set)
   /// The file row of each sample of the batch, in the batch's order (ascending: see DatasetReader).
   std::vector<int64_t> indices;
@@ -58,18 +60,18 @@ struct DatasetReaderOptions {
   /// Read the next batch on a background thread while the caller works on the current one.
   bool prefetch = true;
   DType dtype = DType::Float32;  ///< element type of the batch tensors (the file's is converted)
-  bool pinned = true;            ///< page-locked host memory (for fast, asynchronous copies to CUDA)
-  bool check_finite = true;      ///< throw on NaN or Inf in a batch
+  bool pinned = true;        ///< page-locked host memory (for fast, asynchronous copies to CUDA)
+  bool check_finite = true;  ///< throw on NaN or Inf in a batch
 };
 
 /// Reads batches from an HDF5 dataset file.
 ///
 /// Training order of epoch e: a permutation of the training indices [0, n_train) drawn from
-/// (seed, e) by Fisher-Yates (identity when !shuffle), cut into consecutive batches. It depends only
-/// on (seed, e), so start_epoch(e, k) yields exactly the batches k, k+1, ... that an uninterrupted
-/// epoch yields (exact resume). The rows of one batch are delivered in ascending file order (the set
-/// of rows is the permutation's; HDF5 transfers a multi-block selection in file order, so one read
-/// fills the batch buffer directly); Batch::indices says which row is where.
+/// (seed, e) by Fisher-Yates (identity when !shuffle), cut into consecutive batches. It depends
+/// only on (seed, e), so start_epoch(e, k) yields exactly the batches k, k+1, ... that an
+/// uninterrupted epoch yields (exact resume). The rows of one batch are delivered in ascending file
+/// order (the set of rows is the permutation's; HDF5 transfers a multi-block selection in file
+/// order, so one read fills the batch buffer directly); Batch::indices says which row is where.
 ///
 /// Batch tensors come from a small pool of buffers that is reused only once the caller holds no
 /// reference to a buffer any more, so a batch stays valid for as long as the caller keeps it.
@@ -110,8 +112,8 @@ class DatasetReader {
   /// The next validation batch; false when the pass is over.
   bool next_val(Batch& out);
 
-  /// Reads the given rows synchronously, in the given order (duplicates allowed). For inspection and
-  /// tests; does not disturb the streams. epoch and index_in_epoch of the result are 0.
+  /// Reads the given rows synchronously, in the given order (duplicates allowed). For inspection
+  /// and tests; does not disturb the streams. epoch and index_in_epoch of the result are 0.
   Batch read(const std::vector<int64_t>& indices) const;
 
  private:
@@ -129,7 +131,7 @@ struct DatasetWriterOptions {
   bool checksum = true;          ///< fletcher32 checksum per chunk
   /// Samples per chunk; 0 = automatic (as many as fit in 64 KiB, at least 1).
   int64_t chunk_rows = 0;
-  bool check_finite = true;      ///< refuse to write NaN or Inf
+  bool check_finite = true;  ///< refuse to write NaN or Inf
 };
 
 /// Writes a dataset file batch by batch, so that sets larger than memory can be produced.

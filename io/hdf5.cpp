@@ -1,14 +1,13 @@
 // RAII layer over the HDF5 C API (see io/hdf5.h).
 //
-// Every public entry point takes a Lock: the process-wide recursive mutex plus, once per thread, the
-// silencing of HDF5's automatic error printing (error stacks and their settings are per thread in a
-// thread-safe HDF5 build). Failures go through TG_H5_CHECK / TG_H5_FAIL, which append HDF5's innermost
-// error message to ours and clear the error stack.
+// Every public entry point takes a Lock: the process-wide recursive mutex plus, once per thread,
+// the silencing of HDF5's automatic error printing (error stacks and their settings are per thread
+// in a thread-safe HDF5 build). Failures go through TG_H5_CHECK / TG_H5_FAIL, which append HDF5's
+// innermost error message to ours and clear the error stack.
 #include "io/hdf5.h"
 
-#include <hdf5.h>
-
 #include <fcntl.h>
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -74,9 +73,9 @@ template <typename... Parts>
 }  // namespace
 
 #define TG_H5_FAIL(...) ::tg::io::h5::fail(__FILE__, __LINE__, __VA_ARGS__)
-#define TG_H5_CHECK(expr, ...)                   \
-  do {                                           \
-    if ((expr) < 0) TG_H5_FAIL(__VA_ARGS__);     \
+#define TG_H5_CHECK(expr, ...)               \
+  do {                                       \
+    if ((expr) < 0) TG_H5_FAIL(__VA_ARGS__); \
   } while (0)
 
 namespace {
@@ -101,26 +100,40 @@ std::vector<hsize_t> to_hsize(const Shape& s, const char* what) {
 
 herr_t close_id(hid_t id, Handle::Kind kind) {
   switch (kind) {
-    case Handle::Kind::File: return H5Fclose(id);
-    case Handle::Kind::Group: return H5Gclose(id);
-    case Handle::Kind::Dataset: return H5Dclose(id);
-    case Handle::Kind::Dataspace: return H5Sclose(id);
-    case Handle::Kind::Attribute: return H5Aclose(id);
-    case Handle::Kind::PropList: return H5Pclose(id);
-    case Handle::Kind::Datatype: return H5Tclose(id);
+    case Handle::Kind::File:
+      return H5Fclose(id);
+    case Handle::Kind::Group:
+      return H5Gclose(id);
+    case Handle::Kind::Dataset:
+      return H5Dclose(id);
+    case Handle::Kind::Dataspace:
+      return H5Sclose(id);
+    case Handle::Kind::Attribute:
+      return H5Aclose(id);
+    case Handle::Kind::PropList:
+      return H5Pclose(id);
+    case Handle::Kind::Datatype:
+      return H5Tclose(id);
   }
   return -1;
 }
 
 const char* kind_name(Handle::Kind kind) {
   switch (kind) {
-    case Handle::Kind::File: return "file";
-    case Handle::Kind::Group: return "group";
-    case Handle::Kind::Dataset: return "dataset";
-    case Handle::Kind::Dataspace: return "dataspace";
-    case Handle::Kind::Attribute: return "attribute";
-    case Handle::Kind::PropList: return "property list";
-    case Handle::Kind::Datatype: return "datatype";
+    case Handle::Kind::File:
+      return "file";
+    case Handle::Kind::Group:
+      return "group";
+    case Handle::Kind::Dataset:
+      return "dataset";
+    case Handle::Kind::Dataspace:
+      return "dataspace";
+    case Handle::Kind::Attribute:
+      return "attribute";
+    case Handle::Kind::PropList:
+      return "property list";
+    case Handle::Kind::Datatype:
+      return "datatype";
   }
   return "object";
 }
@@ -134,10 +147,18 @@ StoredType describe_type(hid_t type) {
   StoredType st;
   st.size = H5Tget_size(type);
   switch (H5Tget_class(type)) {
-    case H5T_FLOAT: st.cls = StoredType::Class::Float; break;
-    case H5T_INTEGER: st.cls = StoredType::Class::Integer; break;
-    case H5T_STRING: st.cls = StoredType::Class::String; break;
-    default: st.cls = StoredType::Class::Other; break;
+    case H5T_FLOAT:
+      st.cls = StoredType::Class::Float;
+      break;
+    case H5T_INTEGER:
+      st.cls = StoredType::Class::Integer;
+      break;
+    case H5T_STRING:
+      st.cls = StoredType::Class::String;
+      break;
+    default:
+      st.cls = StoredType::Class::Other;
+      break;
   }
   return st;
 }
@@ -189,13 +210,13 @@ std::string read_string_from(hid_t id, bool is_attr, const std::string& where) {
 }
 
 /// Reads a scalar numeric attribute into *out of native type mtype.
-void read_scalar_attr(hid_t id, hid_t mtype, void* out, bool allow_float, const std::string& where) {
+void read_scalar_attr(hid_t id, hid_t mtype, void* out, bool allow_float,
+                      const std::string& where) {
   Datatype ftype(H5Aget_type(id));
   TG_H5_CHECK(ftype.id(), "hdf5: cannot get the type of ", where);
   H5T_class_t cls = H5Tget_class(ftype.id());
-  TG_CHECK(cls == H5T_INTEGER || (allow_float && cls == H5T_FLOAT), "hdf5: ", where,
-           ": expected ", allow_float ? "a number" : "an integer", ", got ",
-           describe_type(ftype.id()).describe());
+  TG_CHECK(cls == H5T_INTEGER || (allow_float && cls == H5T_FLOAT), "hdf5: ", where, ": expected ",
+           allow_float ? "a number" : "an integer", ", got ", describe_type(ftype.id()).describe());
   Dataspace space(H5Aget_space(id));
   TG_H5_CHECK(space.id(), "hdf5: cannot get the dataspace of ", where);
   TG_CHECK(space.selected() == 1, "hdf5: ", where, ": expected a scalar, got ", space.selected(),
@@ -306,10 +327,11 @@ void Dataspace::select_block(const Shape& start, const Shape& count, bool add) {
   Lock lock;
   Shape d = dims();
   TG_CHECK(start.size() == d.size() && count.size() == d.size(), "hdf5: select_block on a rank-",
-           d.size(), " dataspace needs ", d.size(), " starts and counts, got ", start, " and ", count);
+           d.size(), " dataspace needs ", d.size(), " starts and counts, got ", start, " and ",
+           count);
   for (size_t i = 0; i < d.size(); ++i) {
-    TG_CHECK(start[i] >= 0 && count[i] >= 0 && start[i] + count[i] <= d[i],
-             "hdf5: block start ", start, " count ", count, " is outside a dataspace of shape ", d);
+    TG_CHECK(start[i] >= 0 && count[i] >= 0 && start[i] + count[i] <= d[i], "hdf5: block start ",
+             start, " count ", count, " is outside a dataspace of shape ", d);
   }
   auto s = to_hsize(start, "block start");
   auto c = to_hsize(count, "block count");
@@ -361,10 +383,14 @@ std::string Attribute::read_string() const {
 
 std::string StoredType::describe() const {
   switch (cls) {
-    case Class::Float: return "float" + std::to_string(size * 8);
-    case Class::Integer: return "int" + std::to_string(size * 8);
-    case Class::String: return "string";
-    case Class::Other: break;
+    case Class::Float:
+      return "float" + std::to_string(size * 8);
+    case Class::Integer:
+      return "int" + std::to_string(size * 8);
+    case Class::String:
+      return "string";
+    case Class::Other:
+      break;
   }
   return "a non-numeric type (" + std::to_string(size) + " bytes)";
 }
@@ -399,8 +425,9 @@ void write_scalar_attr(hid_t obj, const std::string& name, hid_t ftype, hid_t mt
                        const void* value, const std::string& where) {
   htri_t e = H5Aexists(obj, name.c_str());
   TG_H5_CHECK(e, "hdf5: cannot look up attribute '", name, "' of ", where);
-  if (e > 0) TG_H5_CHECK(H5Adelete(obj, name.c_str()), "hdf5: cannot replace attribute '", name,
-                         "' of ", where);
+  if (e > 0)
+    TG_H5_CHECK(H5Adelete(obj, name.c_str()), "hdf5: cannot replace attribute '", name, "' of ",
+                where);
   Dataspace space = Dataspace::scalar();
   Attribute a(H5Acreate2(obj, name.c_str(), ftype, space.id(), H5P_DEFAULT, H5P_DEFAULT), "", "",
               name);
@@ -559,9 +586,9 @@ std::vector<std::string> Group::children() const {
     ssize_t n = H5Lget_name_by_idx(self.id(), ".", index, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     TG_H5_CHECK(n, "hdf5: cannot get the name of link ", i, " of group ", where());
     std::string s(size_t(n) + 1, '\0');
-    TG_H5_CHECK(H5Lget_name_by_idx(self.id(), ".", index, H5_ITER_INC, i, s.data(), s.size(),
-                                   H5P_DEFAULT),
-                "hdf5: cannot get the name of link ", i, " of group ", where());
+    TG_H5_CHECK(
+        H5Lget_name_by_idx(self.id(), ".", index, H5_ITER_INC, i, s.data(), s.size(), H5P_DEFAULT),
+        "hdf5: cannot get the name of link ", i, " of group ", where());
     s.resize(size_t(n));
     names.push_back(std::move(s));
   }
@@ -680,9 +707,9 @@ Dataset Group::write_string(const std::string& name, const std::string& value) {
   TG_CHECK(!has(name), "hdf5: cannot create dataset ", full, ": the name is taken");
   Datatype t = fixed_string_type(value.size());
   Dataspace space = Dataspace::scalar();
-  Dataset d(H5Dcreate2(id(), name.c_str(), t.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT,
-                       H5P_DEFAULT),
-            file_, child_path(name));
+  Dataset d(
+      H5Dcreate2(id(), name.c_str(), t.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      file_, child_path(name));
   TG_H5_CHECK(d.id(), "hdf5: cannot create string dataset ", full);
   TG_H5_CHECK(H5Dwrite(d.id(), t.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, value.c_str()),
               "hdf5: cannot write string dataset ", full);

@@ -130,9 +130,9 @@ struct StoredType {
 
 /// Options of Group::create_dataset.
 struct DatasetCreateOptions {
-  Shape chunk;          ///< chunk dimensions; empty means contiguous storage (no filters possible)
-  int gzip_level = 0;   ///< 0 = no compression, 1..9 = deflate (needs chunk)
-  bool shuffle = false; ///< byte shuffle filter before deflate (needs chunk)
+  Shape chunk;           ///< chunk dimensions; empty means contiguous storage (no filters possible)
+  int gzip_level = 0;    ///< 0 = no compression, 1..9 = deflate (needs chunk)
+  bool shuffle = false;  ///< byte shuffle filter before deflate (needs chunk)
   bool fletcher32 = false;  ///< checksum every chunk, so corruption is detected on read
   /// Bytes of the chunk cache of the returned handle (0 = HDF5's default, 1 MiB).
   size_t chunk_cache_bytes = 0;
@@ -175,13 +175,14 @@ class Dataset : public Object {
   /// The dataset's dataspace (a fresh copy; select on it to read part of the dataset).
   Dataspace space() const;
   StoredType stored_type() const;
-  /// float32 or float64 for a stored IEEE float of 4 or 8 bytes; throws naming the dataset otherwise.
+  /// float32 or float64 for a stored IEEE float of 4 or 8 bytes; throws naming the dataset
+  /// otherwise.
   DType float_dtype() const;
   /// Chunk dimensions; empty when the dataset is not chunked.
   Shape chunk() const;
 
-  /// Reads the selected elements of file_space into the selected elements of mem_space, converting to
-  /// mem_type. dst must hold mem_space's extent. what (e.g. "samples 3..7") is added to errors.
+  /// Reads the selected elements of file_space into the selected elements of mem_space, converting
+  /// to mem_type. dst must hold mem_space's extent. what (e.g. "samples 3..7") is added to errors.
   void read(void* dst, DType mem_type, const Dataspace& mem_space, const Dataspace& file_space,
             const std::string& what = "") const;
   /// Reads the whole dataset (dst holds numel elements of mem_type).
@@ -229,7 +230,8 @@ class File : public Group {
  public:
   File() = default;
 
-  /// Opens an existing file. Errors say whether the file is missing, not HDF5, or truncated/corrupt.
+  /// Opens an existing file. Errors say whether the file is missing, not HDF5, or
+  /// truncated/corrupt.
   static File open(const std::string& path, bool writable = false);
   /// Creates a file, replacing an existing one. The root group tracks link creation order.
   static File create(const std::string& path);

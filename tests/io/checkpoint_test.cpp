@@ -1,5 +1,5 @@
-// Tests of checkpoints: round trips with training state, atomic saves, errors, and (when python3 with
-// h5py is installed) that Python reads exactly the parameters.
+// Tests of checkpoints: round trips with training state, atomic saves, errors, and (when python3
+// with h5py is installed) that Python reads exactly the parameters.
 #include "io/checkpoint.h"
 
 #include <unistd.h>
@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <functional>
+#include <map>
 #include <sstream>
 
 #include "io/hdf5.h"
@@ -25,9 +25,8 @@ struct TempDir {
   fs::path dir;
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir = fs::temp_directory_path() /
-          ("tg_io_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-           std::to_string(::getpid()));
+    dir = fs::temp_directory_path() / ("tg_io_" + std::string(info->test_suite_name()) + "_" +
+                                       info->name() + "_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
   }
@@ -53,13 +52,13 @@ std::string error_of(const std::function<void()>& f) {
   return "(no error)";
 }
 
-#define EXPECT_ERROR_HAS(stmt, ...)                                     \
-  do {                                                                  \
-    std::string msg_ = error_of([&] { stmt; });                         \
-    for (const char* part_ : {__VA_ARGS__}) {                           \
-      EXPECT_NE(msg_.find(part_), std::string::npos)                    \
+#define EXPECT_ERROR_HAS(stmt, ...)                                  \
+  do {                                                               \
+    std::string msg_ = error_of([&] { stmt; });                      \
+    for (const char* part_ : {__VA_ARGS__}) {                        \
+      EXPECT_NE(msg_.find(part_), std::string::npos)                 \
           << "message \"" << msg_ << "\" lacks \"" << part_ << "\""; \
-    }                                                                   \
+    }                                                                \
   } while (0)
 
 /// The parameters of the seed's model (SPEC.md) for Cin 3, Cout 4, k 3, plus a float64 extra.
@@ -173,7 +172,8 @@ TEST(Checkpoint, FailedSaveLeavesThePreviousCheckpointIntact) {
   // Fails in the middle of writing (the duplicate is found when its dataset would be created).
   NamedTensors dup = model_params(2);
   dup.push_back({"conv.bias", Tensor::randn({4}, 5)});
-  EXPECT_ERROR_HAS(save_checkpoint(path, dup, &st), "duplicate parameter name 'conv.bias'", "ck.h5");
+  EXPECT_ERROR_HAS(save_checkpoint(path, dup, &st), "duplicate parameter name 'conv.bias'",
+                   "ck.h5");
   // Fails while writing the training state.
   TrainState bad = make_state();
   bad.momentum_buffers.push_back({"conv.weight", Tensor::ones({1})});
@@ -255,9 +255,11 @@ TEST(Checkpoint, PythonH5pyReadsExactlyTheParameters) {
          "d = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}\n"
          "for k, v in d.items():\n"
          "    assert isinstance(v, np.ndarray)\n"
-         "    print('P', k, v.dtype, ','.join(map(str, v.shape)), *map(repr, v.astype(np.float64).ravel().tolist()))\n"
+         "    print('P', k, v.dtype, ','.join(map(str, v.shape)), *map(repr, "
+         "v.astype(np.float64).ravel().tolist()))\n"
          "ts = f['train_state']\n"
-         "print('S', int(ts.attrs['step']), int(ts.attrs['seed']), ','.join(ts['momentum_buffer'].keys()))\n";
+         "print('S', int(ts.attrs['step']), int(ts.attrs['seed']), "
+         "','.join(ts['momentum_buffer'].keys()))\n";
   }
   const std::string out = tmp.file("out.txt");
   ASSERT_EQ(std::system((python + " " + script + " " + path + " > " + out + " 2>&1").c_str()), 0);

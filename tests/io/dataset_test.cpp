@@ -51,13 +51,13 @@ std::string error_of(const std::function<void()>& f) {
   return "(no error)";
 }
 
-#define EXPECT_ERROR_HAS(stmt, ...)                                     \
-  do {                                                                  \
-    std::string msg_ = error_of([&] { stmt; });                         \
-    for (const char* part_ : {__VA_ARGS__}) {                           \
-      EXPECT_NE(msg_.find(part_), std::string::npos)                    \
+#define EXPECT_ERROR_HAS(stmt, ...)                                  \
+  do {                                                               \
+    std::string msg_ = error_of([&] { stmt; });                      \
+    for (const char* part_ : {__VA_ARGS__}) {                        \
+      EXPECT_NE(msg_.find(part_), std::string::npos)                 \
           << "message \"" << msg_ << "\" lacks \"" << part_ << "\""; \
-    }                                                                   \
+    }                                                                \
   } while (0)
 
 /// Sample i of a (N, ...) tensor, as doubles.
@@ -74,8 +74,8 @@ struct Data {
 };
 
 Data make_data(const TempDir& tmp, int64_t n, const std::string& name = "data.h5") {
-  Data d{Tensor::randn({n, 2, 3, 4}, 100 + uint64_t(n)), Tensor::randn({n, 3, 2, 2}, 200 + uint64_t(n)),
-         tmp.file(name)};
+  Data d{Tensor::randn({n, 2, 3, 4}, 100 + uint64_t(n)),
+         Tensor::randn({n, 3, 2, 2}, 200 + uint64_t(n)), tmp.file(name)};
   write_dataset(d.path, d.x, d.y);
   return d;
 }
@@ -179,7 +179,8 @@ TEST_P(ReaderTest, ShuffledEpochsArePermutationsFromSeedAndEpoch) {
   EXPECT_NE(order, all);
   for (size_t b = 0; b < e0.size(); ++b) {
     EXPECT_TRUE(std::is_sorted(e0[b].indices.begin(), e0[b].indices.end()));
-    std::vector<int64_t> expected(order.begin() + b * 5, order.begin() + std::min<size_t>(37, b * 5 + 5));
+    std::vector<int64_t> expected(order.begin() + b * 5,
+                                  order.begin() + std::min<size_t>(37, b * 5 + 5));
     std::sort(expected.begin(), expected.end());
     EXPECT_EQ(e0[b].indices, expected);
   }
@@ -408,10 +409,12 @@ TEST(Dataset, IncrementalWriterEqualsOneShotWrite) {
     auto xs = x.to_vector<float>(), ys = y.to_vector<float>();
     for (int64_t start : {0, 4, 7}) {  // batches of 4, 3, 3
       int64_t n = start == 0 ? 4 : 3;
-      w.append(Tensor::from_vector(std::vector<float>(xs.begin() + start * 12, xs.begin() + (start + n) * 12),
-                                   {n, 2, 2, 3}),
-               Tensor::from_vector(std::vector<float>(ys.begin() + start * 4, ys.begin() + (start + n) * 4),
-                                   {n, 1, 2, 2}));
+      w.append(Tensor::from_vector(
+                   std::vector<float>(xs.begin() + start * 12, xs.begin() + (start + n) * 12),
+                   {n, 2, 2, 3}),
+               Tensor::from_vector(
+                   std::vector<float>(ys.begin() + start * 4, ys.begin() + (start + n) * 4),
+                   {n, 1, 2, 2}));
       EXPECT_FALSE(fs::exists(path)) << "the file appears only on close()";
     }
     EXPECT_EQ(w.written(), 10);
@@ -498,7 +501,8 @@ TEST(Dataset, BadFilesGiveClearErrors) {
   EXPECT_ERROR_HAS(inspect_dataset(rank2, "g", "y"), "'g'", "is not a dataset");
 
   const std::string mismatch = tmp.file("mismatch.h5");
-  write_dataset(mismatch, Tensor::randn({4, 1, 1, 1}, 1), Tensor::randn({4, 1, 1, 1}, 2), "x", "y4");
+  write_dataset(mismatch, Tensor::randn({4, 1, 1, 1}, 1), Tensor::randn({4, 1, 1, 1}, 2), "x",
+                "y4");
   {
     h5::File f = h5::File::open(mismatch, true);
     f.write_tensor("y5", Tensor::randn({5, 1, 1, 1}, 3));

@@ -21,9 +21,8 @@ struct TempDir {
   fs::path dir;
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir = fs::temp_directory_path() /
-          ("tg_io_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-           std::to_string(::getpid()));
+    dir = fs::temp_directory_path() / ("tg_io_" + std::string(info->test_suite_name()) + "_" +
+                                       info->name() + "_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
   }
@@ -43,13 +42,13 @@ std::string error_of(const std::function<void()>& f) {
   return "(no error)";
 }
 
-#define EXPECT_ERROR_HAS(stmt, ...)                                     \
-  do {                                                                  \
-    std::string msg_ = error_of([&] { stmt; });                         \
-    for (const char* part_ : {__VA_ARGS__}) {                           \
-      EXPECT_NE(msg_.find(part_), std::string::npos)                    \
+#define EXPECT_ERROR_HAS(stmt, ...)                                  \
+  do {                                                               \
+    std::string msg_ = error_of([&] { stmt; });                      \
+    for (const char* part_ : {__VA_ARGS__}) {                        \
+      EXPECT_NE(msg_.find(part_), std::string::npos)                 \
           << "message \"" << msg_ << "\" lacks \"" << part_ << "\""; \
-    }                                                                   \
+    }                                                                \
   } while (0)
 
 void write_bytes(const std::string& path, const std::string& bytes) {
@@ -280,7 +279,8 @@ TEST(Hdf5, CreateDatasetOptionErrors) {
   o.gzip_level = 3;
   EXPECT_ERROR_HAS(f.create_dataset("a", DType::Float32, {4}, o), "need chunked storage");
   o.chunk = {8};
-  EXPECT_ERROR_HAS(f.create_dataset("a", DType::Float32, {4}, o), "cannot have chunks of shape [8]");
+  EXPECT_ERROR_HAS(f.create_dataset("a", DType::Float32, {4}, o),
+                   "cannot have chunks of shape [8]");
   o.chunk = {2};
   o.gzip_level = 12;
   EXPECT_ERROR_HAS(f.create_dataset("a", DType::Float32, {4}, o), "gzip level must be in 0..9");
