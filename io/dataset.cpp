@@ -1,5 +1,10 @@
 // Dataset files: inspection, the prefetching batch reader and the writers (see io/dataset.h).
 //
+// Direct reads: for unfiltered data whose stored element type equals the batch dtype, the rows'
+// file offsets come from HDF5 once (contiguous: one base offset; chunked by rows: one lookup per
+// chunk, cached) and the bytes are read with pread() by io_threads threads, each checking its part
+// for NaN/Inf right after reading it (while it is in cache). Anything else goes through H5Dread.
+//
 // Reader threads: the caller's thread and, with prefetch, one worker. They share two streams
 // (training and validation), each with a plan (the row sets of its batches), a read cursor, a
 // delivered count and one ready slot, all under mu_. The worker reads batch `to_read` of a stream
@@ -9,7 +14,11 @@
 // serialised by the io/hdf5 layer's lock.
 #include "io/dataset.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -158,6 +167,29 @@ class BufferPool {
   std::vector<Tensor> items_;
 };
 
+/// A piece of a batch read directly: `bytes` bytes at file offset `offset` into `dst`, holding
+/// elements [elem0, elem0 + bytes / element size) of batch row `row`.
+struct Segment {
+  int64_t offset;
+  char* dst;
+  size_t bytes;
+  size_t row;
+  int64_t elem0;
+};
+
+void pread_fully(int fd, char* dst, size_t bytes, int64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes) {
+    ssize_t n = ::pread(fd, dst + done, bytes - done, off_t(offset + int64_t(done)));
+    if (n < 0 && errno == EINTR) continue;
+    TG_CHECK(n >= 0, "dataset: reading '", path, "' at offset ", offset + int64_t(done),
+             " failed: ", std::strerror(errno));
+    TG_CHECK(n > 0, "dataset: '", path, "' ends at offset ", offset + int64_t(done),
+             " before the data does (truncated file?)");
+    done += size_t(n);
+  }
+}
+
 }  // namespace
 
 DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name,
@@ -195,6 +227,23 @@ struct DatasetReader::Impl {
   h5::Dataset xds, yds;
   mutable BufferPool pool;
 
+  /// Direct (pread) access to one dataset.
+  struct Direct {
+    bool ok = false;
+    std::string why_not;
+    h5::RawLayout layout;
+    int64_t row_bytes = 0;
+    mutable std::vector<int64_t> chunk_addr;  // by chunk; -2 = not looked up, -1 = not allocated
+  };
+  Direct xdirect, ydirect;
+  int fd = -1;
+  int io_threads = 1;
+  mutable std::mutex chunk_mu;
+
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+  }
+
   std::mutex mu;
   std::condition_variable cv;
   Stream streams[2];
@@ -208,14 +257,117 @@ struct DatasetReader::Impl {
     Batch out;
     out.x = pooled ? pool.get(xs, opt.dtype, opt.pinned) : Tensor::empty(xs, opt.dtype);
     out.y = pooled ? pool.get(ys, opt.dtype, opt.pinned) : Tensor::empty(ys, opt.dtype);
-    read_rows(xds, rows, out.x);
-    read_rows(yds, rows, out.y);
-    if (opt.check_finite) {
-      check_finite(out.x, rows, opt.x_name, opt.path);
-      check_finite(out.y, rows, opt.y_name, opt.path);
+    if (!read_direct(xdirect, xds, rows, out.x, opt.x_name)) {
+      read_rows(xds, rows, out.x);
+      if (opt.check_finite) check_finite(out.x, rows, opt.x_name, opt.path);
+    }
+    if (!read_direct(ydirect, yds, rows, out.y, opt.y_name)) {
+      read_rows(yds, rows, out.y);
+      if (opt.check_finite) check_finite(out.y, rows, opt.y_name, opt.path);
     }
     out.indices = rows;
     return out;
+  }
+
+  void setup_direct(Direct& d, const h5::Dataset& ds, const Shape& shape) {
+    if (!opt.direct_io) {
+      d.why_not = "direct_io is off";
+      return;
+    }
+    d.layout = ds.raw_layout(opt.dtype);
+    if (!d.layout.direct) {
+      d.why_not = d.layout.why_not;
+      return;
+    }
+    if (d.layout.contiguous && d.layout.offset < 0) {
+      d.why_not = "no data allocated";
+      return;
+    }
+    d.row_bytes = int64_t(dtype_size(opt.dtype));
+    for (size_t i = 1; i < shape.size(); ++i) d.row_bytes *= shape[i];
+    if (!d.layout.contiguous) {
+      d.chunk_addr.assign(size_t((shape[0] + d.layout.chunk_rows - 1) / d.layout.chunk_rows), -2);
+    }
+    d.ok = true;
+  }
+
+  /// Reads rows with parallel pread()s and checks them; false when the dataset does not qualify
+  /// (then nothing was read).
+  bool read_direct(const Direct& d, const h5::Dataset& ds, const std::vector<int64_t>& rows,
+                   Tensor& out, const std::string& name) const {
+    if (!d.ok || fd < 0) return false;
+    std::vector<int64_t> offsets(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (d.layout.contiguous) {
+        offsets[i] = d.layout.offset + rows[i] * d.row_bytes;
+        continue;
+      }
+      const int64_t r = d.layout.chunk_rows, c = rows[i] / r;
+      int64_t addr;
+      {
+        std::lock_guard<std::mutex> lock(chunk_mu);
+        int64_t& cached = d.chunk_addr[size_t(c)];
+        if (cached == -2) cached = ds.chunk_offset(c * r);
+        addr = cached;
+      }
+      if (addr < 0) return false;  // an unwritten chunk: HDF5 supplies its fill value
+      offsets[i] = addr + (rows[i] % r) * d.row_bytes;
+    }
+    // Cut rows into segments of at most 4 MiB (whole elements) so that threads share big rows too.
+    const size_t esize = dtype_size(out.dtype());
+    const size_t max_seg = std::max<size_t>(esize, (size_t(4) << 20) / esize * esize);
+    char* base = static_cast<char*>(out.raw_data());
+    std::vector<Segment> segs;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      for (size_t pos = 0; pos < size_t(d.row_bytes); pos += max_seg) {
+        size_t len = std::min(max_seg, size_t(d.row_bytes) - pos);
+        segs.push_back({offsets[i] + int64_t(pos), base + i * size_t(d.row_bytes) + pos, len, i,
+                        int64_t(pos / esize)});
+      }
+    }
+    // bad[s]: index of the first non-finite element of segment s, or -1.
+    std::vector<int64_t> bad(segs.size(), -1);
+    std::vector<double> bad_value(segs.size(), 0.0);
+    auto work = [&](size_t first, size_t last) {
+      for (size_t s = first; s < last; ++s) {
+        pread_fully(fd, segs[s].dst, segs[s].bytes, segs[s].offset, opt.path);
+        if (!opt.check_finite) continue;
+        dispatch_dtype(out.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          const T* p = reinterpret_cast<const T*>(segs[s].dst);
+          bad[s] = first_nonfinite(p, int64_t(segs[s].bytes / sizeof(T)));
+          if (bad[s] >= 0) bad_value[s] = double(p[bad[s]]);
+        });
+      }
+    };
+    const size_t nthreads = std::min(segs.size(), size_t(io_threads));
+    if (nthreads <= 1) {
+      work(0, segs.size());
+    } else {
+      std::vector<std::thread> threads;
+      std::vector<std::exception_ptr> errors(nthreads);
+      for (size_t t = 0; t < nthreads; ++t) {
+        threads.emplace_back([&, t] {
+          try {
+            work(segs.size() * t / nthreads, segs.size() * (t + 1) / nthreads);
+          } catch (...) {
+            errors[t] = std::current_exception();
+          }
+        });
+      }
+      for (auto& th : threads) th.join();
+      for (auto& e : errors) {
+        if (e) std::rethrow_exception(e);
+      }
+    }
+    for (size_t s = 0; s < segs.size(); ++s) {
+      if (bad[s] < 0) continue;
+      int64_t per = out.numel() / out.size(0);
+      TG_THROW("dataset '", name, "' in '", opt.path, "': sample ", rows[segs[s].row],
+               " has a non-finite value (", bad_value[s], ") at element ", segs[s].elem0 + bad[s],
+               " of ", per, " (flat index within the sample)");
+    }
+    return true;
   }
 
   static void read_rows(const h5::Dataset& ds, const std::vector<int64_t>& rows, Tensor& out) {
@@ -340,6 +492,18 @@ DatasetReader::DatasetReader(DatasetReaderOptions options) : impl_(std::make_uni
   m.n_train = m.n - m.n_val;
   TG_CHECK(m.n_train >= 1, "DatasetReader: val_fraction ", o.val_fraction,
            " leaves no training samples of the ", m.n, " in '", o.path, "'");
+  TG_CHECK(o.io_threads >= 0, "DatasetReader: io_threads must be >= 0, got ", o.io_threads);
+  m.io_threads = o.io_threads > 0 ? o.io_threads
+                                  : int(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+  m.setup_direct(m.xdirect, m.xds, m.info.x_shape);
+  m.setup_direct(m.ydirect, m.yds, m.info.y_shape);
+  if (m.xdirect.ok || m.ydirect.ok) {
+    m.fd = ::open(o.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (m.fd < 0) {
+      m.xdirect.ok = m.ydirect.ok = false;
+      m.xdirect.why_not = m.ydirect.why_not = "cannot open the file for direct reads";
+    }
+  }
   if (o.prefetch) m.worker = std::thread([&m] { m.worker_loop(); });
 }
 
@@ -351,6 +515,16 @@ DatasetReader::~DatasetReader() {
   }
   impl_->cv.notify_all();
   if (impl_->worker.joinable()) impl_->worker.join();
+}
+
+bool DatasetReader::direct_x() const { return impl_->xdirect.ok; }
+bool DatasetReader::direct_y() const { return impl_->ydirect.ok; }
+
+std::string DatasetReader::direct_info() const {
+  auto one = [](const std::string& name, const Impl::Direct& d) {
+    return "'" + name + "': " + (d.ok ? std::string("direct") : "through HDF5 (" + d.why_not + ")");
+  };
+  return one(impl_->opt.x_name, impl_->xdirect) + ", " + one(impl_->opt.y_name, impl_->ydirect);
 }
 
 const DatasetReaderOptions& DatasetReader::options() const { return impl_->opt; }
@@ -472,7 +646,7 @@ struct DatasetWriter::Impl {
     h5::DatasetCreateOptions o;
     o.chunk = chunk;
     o.gzip_level = opt.compression_level;
-    o.shuffle = opt.shuffle_filter;
+    o.shuffle = opt.shuffle_filter && opt.compression_level > 0;  // only helps compression
     o.fletcher32 = opt.checksum;
     o.chunk_cache_bytes = size_t(std::clamp<int64_t>(4 * rows * sample_bytes, 1 << 20, 256 << 20));
     return file->file().create_dataset(name, opt.dtype, full, o);

@@ -10,6 +10,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -494,6 +495,82 @@ Shape Dataset::chunk() const {
   int r = H5Pget_chunk(dcpl.id(), H5S_MAX_RANK, d);
   TG_H5_CHECK(r, "hdf5: cannot get the chunk shape of dataset ", where());
   return Shape(d, d + r);
+}
+
+RawLayout Dataset::raw_layout(DType mtype) const {
+  Lock lock;
+  RawLayout r;
+  Datatype ftype(H5Dget_type(id()));
+  TG_H5_CHECK(ftype.id(), "hdf5: cannot get the type of dataset ", where());
+  htri_t same = H5Tequal(ftype.id(), mem_type(mtype));
+  TG_H5_CHECK(same, "hdf5: cannot compare the type of dataset ", where());
+  if (same <= 0) {
+    r.why_not = "stored element type differs from " + std::string(dtype_name(mtype));
+    return r;
+  }
+  PropList dcpl(H5Dget_create_plist(id()));
+  TG_H5_CHECK(dcpl.id(), "hdf5: cannot get the creation properties of dataset ", where());
+  int nfilters = H5Pget_nfilters(dcpl.id());
+  TG_H5_CHECK(nfilters, "hdf5: cannot count the filters of dataset ", where());
+  if (nfilters > 0) {
+    r.why_not = "filters (compression or checksum)";
+    return r;
+  }
+  hid_t file = H5Iget_file_id(id());
+  TG_H5_CHECK(file, "hdf5: cannot get the file of dataset ", where());
+  Handle file_handle(file, Kind::File);
+  PropList fcpl(H5Fget_create_plist(file));
+  TG_H5_CHECK(fcpl.id(), "hdf5: cannot get the creation properties of '", file_, "'");
+  hsize_t userblock = 0;
+  TG_H5_CHECK(H5Pget_userblock(fcpl.id(), &userblock), "hdf5: cannot get the user block of '",
+              file_, "'");
+  if (userblock != 0) {
+    r.why_not = "user block";
+    return r;
+  }
+  H5D_layout_t layout = H5Pget_layout(dcpl.id());
+  if (layout == H5D_CONTIGUOUS) {
+    haddr_t addr = H5Dget_offset(id());
+    H5Eclear2(H5E_DEFAULT);
+    r.contiguous = true;
+    r.offset = addr == HADDR_UNDEF ? -1 : int64_t(addr);
+    r.direct = true;
+    return r;
+  }
+  if (layout != H5D_CHUNKED) {
+    r.why_not = "compact or virtual layout";
+    return r;
+  }
+#if H5_VERSION_GE(1, 10, 5)
+  Shape c = chunk(), d = shape();
+  if (c.empty() || d.empty() || !std::equal(c.begin() + 1, c.end(), d.begin() + 1)) {
+    r.why_not = "chunks that do not span whole rows";
+    return r;
+  }
+  r.chunk_rows = c[0];
+  r.direct = true;
+#else
+  r.why_not = "HDF5 older than 1.10.5 (no H5Dget_chunk_info_by_coord)";
+#endif
+  return r;
+}
+
+int64_t Dataset::chunk_offset(int64_t row) const {
+#if H5_VERSION_GE(1, 10, 5)
+  Lock lock;
+  Shape d = shape();
+  std::vector<hsize_t> coord(d.size(), 0);
+  coord[0] = hsize_t(row);
+  unsigned mask = 0;
+  haddr_t addr = HADDR_UNDEF;
+  hsize_t size = 0;
+  TG_H5_CHECK(H5Dget_chunk_info_by_coord(id(), coord.data(), &mask, &addr, &size),
+              "hdf5: cannot locate the chunk of row ", row, " of dataset ", where());
+  return addr == HADDR_UNDEF ? -1 : int64_t(addr);
+#else
+  (void)row;
+  TG_THROW("hdf5: chunk_offset needs HDF5 >= 1.10.5");
+#endif
 }
 
 void Dataset::read(void* dst, DType mtype, const Dataspace& mem_space, const Dataspace& file_space,

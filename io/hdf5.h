@@ -165,6 +165,19 @@ class Object : public Handle {
   std::string file_, name_;
 };
 
+/// Where a dataset's bytes lie in its file, for direct reads that bypass HDF5 (the batch loader
+/// reads unfiltered data with parallel pread()s).
+struct RawLayout {
+  /// The stored bytes are exactly the elements of the requested memory type: no filters, an element
+  /// type equal to the native one, no user block, and a contiguous layout or chunks that span whole
+  /// rows (every dimension but the first complete).
+  bool direct = false;
+  std::string why_not;      ///< when !direct, the reason ("filters", "element type", ...)
+  bool contiguous = false;  ///< one block of bytes at `offset`
+  int64_t offset = -1;      ///< contiguous: file offset of element 0 (-1 when not allocated)
+  int64_t chunk_rows = 0;   ///< chunked: rows per chunk
+};
+
 class Dataset : public Object {
  public:
   Dataset() = default;
@@ -180,6 +193,11 @@ class Dataset : public Object {
   DType float_dtype() const;
   /// Chunk dimensions; empty when the dataset is not chunked.
   Shape chunk() const;
+  /// How the bytes are stored, and whether they can be read directly as mem_type elements.
+  RawLayout raw_layout(DType mem_type) const;
+  /// File offset of the chunk whose first row is `row` (a multiple of the chunk's rows); -1 when
+  /// the chunk is not allocated. Only for datasets chunked along the first dimension.
+  int64_t chunk_offset(int64_t row) const;
 
   /// Reads the selected elements of file_space into the selected elements of mem_space, converting
   /// to mem_type. dst must hold mem_space's extent. what (e.g. "samples 3..7") is added to errors.

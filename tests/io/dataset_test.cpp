@@ -536,6 +536,7 @@ TEST(Dataset, CorruptChunkIsDetectedOnRead) {
   DatasetWriterOptions wo;
   wo.compression_level = 0;
   wo.shuffle_filter = false;
+  wo.checksum = true;
   wo.chunk_rows = 1;
   write_dataset(path, x, Tensor::randn({8, 1, 1, 1}, 32), wo);
   std::string bytes;
@@ -556,10 +557,12 @@ TEST(Dataset, CorruptChunkIsDetectedOnRead) {
   o.batch_size = 4;
   o.shuffle = false;
   DatasetReader r(o);
+  EXPECT_FALSE(r.direct_x());  // checksummed data goes through HDF5, which verifies it
   r.start_epoch(0);
   Batch b;
   ASSERT_TRUE(r.next(b));  // samples 0..3 are intact
-  EXPECT_ERROR_HAS(r.next(b), "cannot read samples 4..7 of dataset 'x'", "corrupt.h5");
+  EXPECT_ERROR_HAS(r.next(b), "cannot read samples 4..7 of dataset 'x'", "corrupt.h5",
+                   "Fletcher32");
 }
 
 TEST(Dataset, DestroyingAPrefetchingReaderMidEpochDoesNotHang) {
@@ -591,4 +594,114 @@ TEST(Dataset, BatchesArePinnedWhenCudaIsAvailable) {
   EXPECT_TRUE(b.y.is_pinned());
   Tensor xd = b.x.to(Device::CUDA);
   EXPECT_EQ(xd.to_vector<float>(), b.x.to_vector<float>());
+}
+
+TEST(Dataset, DirectReadsEqualHdf5Reads) {
+  TempDir tmp;
+  Tensor x = Tensor::randn({41, 2, 5, 3}, 51), y = Tensor::randn({41, 1, 3, 3}, 52);
+  // Three layouts that qualify for direct reads: chunks of one row, chunks of several rows (41 is
+  // not a multiple of 4), and contiguous datasets written with the HDF5 layer.
+  DatasetWriterOptions one, four;
+  one.compression_level = 0;
+  one.chunk_rows = 1;
+  four.compression_level = 0;
+  four.chunk_rows = 4;
+  write_dataset(tmp.file("one.h5"), x, y, one);
+  write_dataset(tmp.file("four.h5"), x, y, four);
+  {
+    h5::File f = h5::File::create(tmp.file("contig.h5"));
+    f.write_tensor("x", x);
+    f.write_tensor("y", y);
+  }
+  write_dataset(tmp.file("gzip.h5"), x, y);
+  for (const char* name : {"one.h5", "four.h5", "contig.h5", "gzip.h5"}) {
+    SCOPED_TRACE(name);
+    DatasetReaderOptions o;
+    o.path = tmp.file(name);
+    o.batch_size = 6;
+    o.seed = 3;
+    o.io_threads = 3;
+    DatasetReader direct(o);
+    const bool expect_direct = std::string(name) != "gzip.h5";
+    EXPECT_EQ(direct.direct_x(), expect_direct) << direct.direct_info();
+    EXPECT_EQ(direct.direct_y(), expect_direct) << direct.direct_info();
+    if (!expect_direct) {
+      EXPECT_NE(direct.direct_info().find("filters"), std::string::npos) << direct.direct_info();
+    }
+    o.direct_io = false;
+    DatasetReader hdf5(o);
+    EXPECT_FALSE(hdf5.direct_x());
+    auto a = read_epoch(direct, 2), b = read_epoch(hdf5, 2);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].indices, b[i].indices);
+      EXPECT_EQ(a[i].x.to_vector<float>(), b[i].x.to_vector<float>());
+      EXPECT_EQ(a[i].y.to_vector<float>(), b[i].y.to_vector<float>());
+      expect_batch_matches(a[i], Data{x, y, o.path});
+    }
+  }
+  // A stored type other than the batch dtype is converted by HDF5, not read directly.
+  DatasetReaderOptions o64;
+  o64.path = tmp.file("one.h5");
+  o64.dtype = DType::Float64;
+  DatasetReader r64(o64);
+  EXPECT_FALSE(r64.direct_x());
+  EXPECT_NE(r64.direct_info().find("element type"), std::string::npos) << r64.direct_info();
+  EXPECT_EQ(r64.read({4}).x.to_vector<double>(), sample(x, 4));
+}
+
+TEST(Dataset, DirectReadsOfUnwrittenChunksFallBackToFillValues) {
+  TempDir tmp;
+  const std::string path = tmp.file("holes.h5");
+  Tensor x = Tensor::randn({4, 1, 2, 2}, 61), y = Tensor::randn({4, 1, 1, 1}, 62);
+  {
+    h5::File f = h5::File::create(path);
+    h5::DatasetCreateOptions o;
+    o.chunk = {2, 1, 2, 2};
+    h5::Dataset dx = f.create_dataset("x", DType::Float32, {8, 1, 2, 2}, o);
+    h5::Dataspace sel = dx.space();
+    sel.select_rows(0, 4);  // rows 4..7 (chunks 2 and 3) are never written
+    dx.write(x.raw_data(), DType::Float32, h5::Dataspace::simple({4, 1, 2, 2}), sel);
+    o.chunk = {2, 1, 1, 1};
+    h5::Dataset dy = f.create_dataset("y", DType::Float32, {8, 1, 1, 1}, o);
+    h5::Dataspace ysel = dy.space();
+    ysel.select_rows(0, 4);
+    dy.write(y.raw_data(), DType::Float32, h5::Dataspace::simple({4, 1, 1, 1}), ysel);
+  }
+  DatasetReaderOptions o;
+  o.path = path;
+  o.batch_size = 8;
+  o.shuffle = false;
+  DatasetReader r(o);
+  EXPECT_TRUE(r.direct_x());
+  Batch b = r.read({1, 6});
+  EXPECT_EQ(sample(b.x, 0), sample(x, 1));
+  EXPECT_EQ(sample(b.x, 1), (std::vector<double>{0, 0, 0, 0}));
+}
+
+TEST(Dataset, NaNInLargeSamplesReadDirectlyByThreads) {
+  TempDir tmp;
+  const std::string path = tmp.file("big.h5");
+  // 1.1 M floats (4.4 MB) per sample: each row is cut into two segments read by different threads.
+  const int64_t per = 1100 * 1000;
+  Tensor x = Tensor::rand({3, 1, 1100, 1000}, 71, DType::Float32, Device::CPU);
+  Tensor y = Tensor::rand({3, 1, 1, 1}, 72, DType::Float32, Device::CPU);
+  x.data<float>()[2 * per + 1050000] = std::numeric_limits<float>::infinity();
+  DatasetWriterOptions wo;
+  wo.compression_level = 0;
+  wo.check_finite = false;
+  write_dataset(path, x, y, wo);
+  DatasetReaderOptions o;
+  o.path = path;
+  o.batch_size = 3;
+  o.shuffle = false;
+  o.io_threads = 4;
+  DatasetReader r(o);
+  ASSERT_TRUE(r.direct_x());
+  Batch b;
+  EXPECT_ERROR_HAS(b = r.read({0, 2}), "dataset 'x'", "big.h5", "sample 2", "inf",
+                   "element 1050000 of 1100000");
+  b = r.read({1, 0});
+  EXPECT_EQ(sample(b.x, 0), sample(x, 1));
+  EXPECT_EQ(sample(b.x, 1), sample(x, 0));
 }
