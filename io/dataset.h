@@ -5,11 +5,10 @@
 // can be chosen.
 //
 // Reading: a batch reads only its rows; the whole file is never loaded. Filtered (compressed) data
-// goes through HDF5 with one hyperslab selection per run of consecutive indices (OR-ed together,
-// one H5Dread per dataset); unfiltered data is read with parallel pread()s at the rows' file
-// offsets (HDF5 runs its data path on one thread under a global lock, which caps it at one core). A
-// background thread reads the next batch into pinned host tensors while the caller works on the
-// current one. Every batch is checked for NaN/Inf.
+// goes through HDF5 with one hyperslab read per run of consecutive indices; unfiltered data is read
+// with parallel pread()s at the rows' file offsets (HDF5 runs its data path on one thread under a
+// global lock, which caps it at one core). A background thread reads the next batch into pinned
+// host tensors while the caller works on the current one. Every batch is checked for NaN/Inf.
 // Writing: chunked (one sample, or a few small ones, per chunk), by default byte-shuffled and
 // gzip-compressed; see DatasetWriterOptions for the speed trade-off.
 #pragma once
@@ -78,9 +77,9 @@ struct DatasetReaderOptions {
 /// Training order of epoch e: a permutation of the training indices [0, n_train) drawn from
 /// (seed, e) by Fisher-Yates (identity when !shuffle), cut into consecutive batches. It depends
 /// only on (seed, e), so start_epoch(e, k) yields exactly the batches k, k+1, ... that an
-/// uninterrupted epoch yields (exact resume). The rows of one batch are delivered in ascending file
-/// order (the set of rows is the permutation's; HDF5 transfers a multi-block selection in file
-/// order, so one read fills the batch buffer directly); Batch::indices says which row is where.
+/// uninterrupted epoch yields (exact resume). The rows of one batch are delivered in ascending
+/// file order (the set of rows is the permutation's; sorted runs are read straight into the batch
+/// buffer); Batch::indices says which row is where.
 ///
 /// Batch tensors come from a small pool of buffers that is reused only once the caller holds no
 /// reference to a buffer any more, so a batch stays valid for as long as the caller keeps it.
