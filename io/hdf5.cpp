@@ -795,6 +795,21 @@ Dataset Group::write_string(const std::string& name, const std::string& value) {
 
 // ---- File ---------------------------------------------------------------------------------------
 
+namespace {
+
+/// File access properties: file locks are used where the file system supports them and silently
+/// skipped where it does not (NFS, Lustre), instead of failing every open there.
+PropList file_access_plist() {
+  PropList fapl(H5Pcreate(H5P_FILE_ACCESS));
+  TG_H5_CHECK(fapl.id(), "hdf5: cannot create a file access property list");
+#if H5_VERSION_GE(1, 10, 7)
+  TG_H5_CHECK(H5Pset_file_locking(fapl.id(), true, true), "hdf5: cannot set file locking");
+#endif
+  return fapl;
+}
+
+}  // namespace
+
 bool File::is_hdf5(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return false;
@@ -825,7 +840,8 @@ File File::open(const std::string& path, bool writable) {
     TG_THROW("hdf5: cannot open '", path, "': not an HDF5 file (no HDF5 signature)");
   }
   TG_H5_CHECK(is, "hdf5: cannot open '", path, "': not an HDF5 file or unreadable");
-  hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+  PropList fapl = file_access_plist();
+  hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.id());
   TG_H5_CHECK(id, "hdf5: cannot open '", path, "': truncated, corrupt or locked HDF5 file");
   return File(id, path);
 }
@@ -836,7 +852,8 @@ File File::create(const std::string& path) {
   TG_H5_CHECK(fcpl.id(), "hdf5: cannot create a file creation property list");
   TG_H5_CHECK(H5Pset_link_creation_order(fcpl.id(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED),
               "hdf5: cannot set link creation order");
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.id(), H5P_DEFAULT);
+  PropList fapl = file_access_plist();
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.id(), fapl.id());
   TG_H5_CHECK(id, "hdf5: cannot create '", path, "'");
   return File(id, path);
 }
