@@ -1,12 +1,16 @@
 #include "core/autograd.h"
 
+#include <algorithm>
+
 #include <unordered_map>
+#include <unordered_set>
 
 namespace tg::autograd {
 
 namespace {
 thread_local bool t_grad_mode = true;
 thread_local std::vector<std::shared_ptr<Node>> t_tape;
+thread_local size_t t_prune_at = 256;  // prune when the tape grows past this
 }  // namespace
 
 bool grad_mode_enabled() { return t_grad_mode; }
@@ -52,13 +56,39 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
   }
   for (const Tensor& t : outputs) {
     TG_CHECK(t.defined(), "autograd::record(", node->name(), "): undefined output");
-    node->outputs_.push_back({t.id(), t.shape(), t.dtype(), t.device()});
+    node->outputs_.push_back({t.id(), t.impl(), t.shape(), t.dtype(), t.device()});
     TensorImpl& impl = *t.impl();
     impl.requires_grad = true;
     impl.grad_fn = node;
     impl.has_grad_fn = true;
   }
   t_tape.push_back(node);
+  if (t_tape.size() >= t_prune_at) {
+    prune_tape();
+    t_prune_at = std::max<size_t>(256, 2 * t_tape.size());
+  }
+}
+
+void prune_tape() {
+  // Walk from the newest node: a node is live when one of its outputs is alive or is an input of a
+  // live node after it. Everything else can never receive a gradient.
+  std::unordered_set<uint64_t> needed;
+  std::vector<std::shared_ptr<Node>> kept;
+  for (size_t k = t_tape.size(); k-- > 0;) {
+    const Node& n = *t_tape[k];
+    bool live = false;
+    for (const OutputMeta& o : n.outputs())
+      if (!o.tensor.expired() || needed.count(o.id)) {
+        live = true;
+        break;
+      }
+    if (!live) continue;
+    for (const InputEdge& e : n.inputs())
+      if (e.needs_grad && !e.leaf) needed.insert(e.id);
+    kept.push_back(t_tape[k]);
+  }
+  std::reverse(kept.begin(), kept.end());
+  t_tape.swap(kept);
 }
 
 void accumulate(Tensor& into, const Tensor& g) {
@@ -113,6 +143,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
   }
 
   // Walk the tape in reverse; a node runs when at least one of its outputs received a gradient.
+  std::vector<bool> ran(t_tape.size(), false);
   for (size_t k = t_tape.size(); k-- > 0;) {
     if (pending.empty()) break;
     Node& node = *t_tape[k];
@@ -129,6 +160,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
       }
     }
     if (!any) continue;
+    ran[k] = true;
     for (size_t j = 0; j < grad_outputs.size(); ++j)
       if (!grad_outputs[j].defined()) {
         const OutputMeta& o = node.outputs()[j];
@@ -163,7 +195,13 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
     }
     if (!retain_graph) node.release_saved();
   }
-  if (!retain_graph) t_tape.clear();
+  if (!retain_graph) {
+    std::vector<std::shared_ptr<Node>> rest;
+    for (size_t k = 0; k < t_tape.size(); ++k)
+      if (!ran[k]) rest.push_back(t_tape[k]);
+    t_tape.swap(rest);
+    prune_tape();
+  }
 }
 
 size_t tape_size() { return t_tape.size(); }

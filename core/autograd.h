@@ -5,8 +5,10 @@
 // Tensor::backward() seeds d(root) and walks the tape in reverse: each node whose outputs received a
 // gradient runs its backward; gradients for inputs that are leaves are accumulated (+=) into their
 // .grad(), those for intermediate tensors are summed in a map keyed by tensor id and freed once their
-// producer has consumed them. Saved tensors are released as the walk passes their node, and the tape is
-// cleared, unless retain_graph is set.
+// producer has consumed them. Unless retain_graph is set, the nodes the walk ran release their saved
+// tensors and leave the tape; nodes of other graphs stay. Nodes that nothing can reach any more (no
+// live output, no live node downstream: a forward whose result was dropped) are pruned from the tape
+// as it grows and after each backward, so the tape never holds on to dead graphs.
 //
 // Writing an op (see ops/elementwise.cpp):
 //   Tensor y = ...forward...;
@@ -69,9 +71,11 @@ struct InputEdge {
   Device device = Device::CPU;
 };
 
-/// What a node knows about one of its outputs (no reference: outputs may be freed before backward).
+/// What a node knows about one of its outputs (no strong reference: outputs may be freed before
+/// the backward; the weak one tells the tape whether anything can still reach the node).
 struct OutputMeta {
   uint64_t id = 0;
+  std::weak_ptr<TensorImpl> tensor;
   Shape shape;
   DType dtype = DType::Float32;
   Device device = Device::CPU;
@@ -114,6 +118,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
 size_t tape_size();
 /// Drops this thread's tape (and everything it saved).
 void clear_tape();
+/// Removes the nodes that no live tensor can reach (done automatically; exposed for tests).
+void prune_tape();
 
 /// this += g for gradient accumulation (same shape, dtype, device). Used by the engine.
 void accumulate(Tensor& into, const Tensor& g);

@@ -165,3 +165,29 @@ TEST_F(Autograd, LeafRulesAndDetach) {
   EXPECT_TRUE(d.is_leaf());
   EXPECT_THROW(y.view({1, 1}), Error);
 }
+
+TEST_F(Autograd, IndependentGraphsBackwardSeparately) {
+  Tensor a = vec({1.0, 2.0}).set_requires_grad();
+  Tensor b = vec({3.0, 4.0}).set_requires_grad();
+  Tensor La = test_sum(test_mul(a, a));
+  Tensor Lb = test_sum(test_sin(b));
+  La.backward();  // runs and frees only La's graph
+  EXPECT_EQ(autograd::tape_size(), 2u);
+  Lb.backward();
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{2.0, 4.0}));
+  EXPECT_NEAR(b.grad().to_vector<double>()[1], std::cos(4.0), 1e-15);
+  EXPECT_EQ(autograd::tape_size(), 0u);
+}
+
+TEST_F(Autograd, DroppedGraphsArePruned) {
+  Tensor x = vec({1.0, 2.0}).set_requires_grad();
+  for (int i = 0; i < 1000; ++i) test_sum(test_sin(x));  // results dropped: nothing can reach them
+  EXPECT_LT(autograd::tape_size(), 600u);
+  autograd::prune_tape();
+  EXPECT_EQ(autograd::tape_size(), 0u);
+  Tensor kept = test_sin(x);
+  autograd::prune_tape();
+  EXPECT_EQ(autograd::tape_size(), 1u);  // its output is alive
+  test_sum(kept).backward();
+  EXPECT_NEAR(x.grad().to_vector<double>()[0], std::cos(1.0), 1e-15);
+}

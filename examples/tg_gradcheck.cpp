@@ -1,0 +1,258 @@
+// tg-gradcheck: checks every op's gradients numerically, on the CPU or on CUDA.
+//
+//   tg-gradcheck --op all --device cuda --dtype float64 --trials 20
+//   tg-gradcheck --op group_norm --batch 2 --out-channels 6 --groups 3 --height 5 --width 7
+//
+// float64: central differences against the tape's analytic gradients (tg::gradcheck).
+// float32: the analytic gradients of float32 tensors on --device against the float64 analytic
+// gradients on the CPU (which float64 gradcheck validates), with the tolerance that --help states.
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/cuda_context.h"
+#include "core/gradcheck.h"
+#include "core/rng.h"
+#include "ops/bias_scale_sigmoid.h"
+#include "ops/conv2d.h"
+#include "ops/group_norm.h"
+#include "ops/mse_loss.h"
+
+using namespace tg;
+
+namespace {
+
+constexpr double kF32Atol = 1e-6;
+constexpr double kF32Rtol = 2e-3;
+
+struct Sizes {
+  int64_t n, cin, cout, h, w, k, g;
+};
+
+struct Case {
+  std::string op;
+  std::vector<std::string> names;   // one per input
+  std::vector<Tensor> inputs;       // float64 CPU, all requiring grad (except targets)
+  GradcheckFunction f;
+};
+
+Case make_case(const std::string& op, const Sizes& s, Generator& gen) {
+  auto rnd = [&](Shape shape, double lo = -1.0, double hi = 1.0) {
+    return Tensor::rand(shape, gen, DType::Float64, Device::CPU, lo, hi).set_requires_grad();
+  };
+  const int64_t ho = s.h - s.k + 1, wo = s.w - s.k + 1;
+  Case c;
+  c.op = op;
+  if (op == "conv2d") {
+    c.names = {"x", "weight", "bias"};
+    c.inputs = {rnd({s.n, s.cin, s.h, s.w}), rnd({s.cout, s.cin, s.k, s.k}), rnd({s.cout})};
+    c.f = [](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{ops::conv2d(in[0], in[1], in[2])};
+    };
+  } else if (op == "bias_scale_sigmoid") {
+    c.names = {"z", "bias", "scale"};
+    c.inputs = {rnd({s.n, s.cout, ho, wo}, -2, 2), rnd({s.cout, 1, 1}), rnd({s.cout, 1, 1}, -2, 2)};
+    c.f = [](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{ops::bias_scale_sigmoid(in[0], in[1], in[2])};
+    };
+  } else if (op == "group_norm") {
+    c.names = {"x", "weight", "bias"};
+    c.inputs = {rnd({s.n, s.cout, ho, wo}), rnd({s.cout}, 0.5, 1.5), rnd({s.cout})};
+    int64_t g = s.g;
+    c.f = [g](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{ops::group_norm(in[0], g, in[1], in[2])};
+    };
+  } else if (op == "mse_loss") {
+    c.names = {"y", "target"};
+    c.inputs = {rnd({s.n, s.cout, ho, wo}), rnd({s.n, s.cout, ho, wo})};
+    c.f = [](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{ops::mse_loss(in[0], in[1])};
+    };
+  } else if (op == "model") {
+    c.names = {"x", "conv.weight", "conv.bias", "bias", "scale", "group_norm.weight",
+               "group_norm.bias", "target"};
+    c.inputs = {rnd({s.n, s.cin, s.h, s.w}, 0, 1), rnd({s.cout, s.cin, s.k, s.k}), rnd({s.cout}),
+                rnd({s.cout, 1, 1}), rnd({s.cout, 1, 1}, -2, 2), rnd({s.cout}, 0.5, 1.5),
+                rnd({s.cout}), rnd({s.n, s.cout, ho, wo})};
+    int64_t g = s.g;
+    c.f = [g](const std::vector<Tensor>& in) {
+      Tensor z = ops::conv2d(in[0], in[1], in[2]);
+      Tensor y = ops::group_norm(ops::bias_scale_sigmoid(z, in[3], in[4]), g, in[5], in[6]);
+      return std::vector<Tensor>{y, ops::mse_loss(y, in[7])};
+    };
+  } else {
+    throw Error("unknown op '" + op + "'");
+  }
+  return c;
+}
+
+Sizes random_sizes(Generator& gen) {
+  Sizes s;
+  s.k = 1 + int64_t(gen.below(3));
+  s.n = 1 + int64_t(gen.below(2));
+  s.cin = 1 + int64_t(gen.below(3));
+  s.g = 1 + int64_t(gen.below(3));
+  s.cout = s.g * (1 + int64_t(gen.below(3)));
+  s.h = s.k + int64_t(gen.below(5));
+  s.w = s.k + int64_t(gen.below(5));
+  return s;
+}
+
+struct Row {
+  std::string op, input, shape;
+  double abs_err, rel_err;
+  int64_t worst;
+  bool pass;
+};
+
+// float32: analytic grads on device vs float64 CPU analytic grads, same cotangents.
+std::vector<Row> check_float32(const Case& c, Device device, uint64_t seed) {
+  std::vector<Tensor> in32;
+  for (const Tensor& t : c.inputs) {
+    Tensor u = t.detach().to(DType::Float32).to(device);
+    if (t.requires_grad()) u.set_requires_grad(true);
+    in32.push_back(u);
+  }
+  std::vector<Tensor> probe;
+  {
+    autograd::NoGradGuard ng;
+    probe = c.f(c.inputs);
+  }
+  Generator gen(seed);
+  std::vector<Tensor> cot64, cot32;
+  for (const Tensor& o : probe) {
+    cot64.push_back(Tensor::randn(o.shape(), gen, DType::Float64));
+    cot32.push_back(cot64.back().to(DType::Float32).to(device));
+  }
+  auto g64 = analytic_gradients(c.f, c.inputs, cot64);
+  auto g32 = analytic_gradients(c.f, in32, cot32);
+  std::vector<Row> rows;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    if (!g64[i].defined()) continue;
+    auto a = g32[i].to_vector<double>();
+    auto b = g64[i].to_vector<double>();
+    double scale = 0, worst = -1, max_abs = 0, max_rel = 0;
+    int64_t wi = -1;
+    for (double v : b) scale = std::max(scale, std::fabs(v));
+    for (size_t j = 0; j < a.size(); ++j) {
+      double e = std::fabs(a[j] - b[j]);
+      if (std::isnan(e)) e = INFINITY;
+      max_abs = std::max(max_abs, e);
+      if (std::fabs(b[j]) > 0) max_rel = std::max(max_rel, e / std::fabs(b[j]));
+      if (e > worst) {
+        worst = e;
+        wi = int64_t(j);
+      }
+    }
+    rows.push_back({c.op, c.names[i], shape_str(c.inputs[i].shape()), max_abs, max_rel, wi,
+                    max_abs <= kF32Atol + kF32Rtol * scale});
+  }
+  return rows;
+}
+
+std::vector<Row> check_float64(const Case& c, Device device) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : c.inputs) {
+    Tensor u = t.detach().to(device);
+    if (t.requires_grad()) u.set_requires_grad(true);
+    in.push_back(u);
+  }
+  GradcheckResult r = gradcheck(c.f, in);
+  std::vector<Row> rows;
+  for (const auto& rep : r.inputs)
+    rows.push_back({c.op, c.names[rep.input], shape_str(c.inputs[rep.input].shape()),
+                    rep.max_abs_error, rep.max_rel_error, rep.worst_index, rep.passed});
+  if (!r.passed && r.message.find("non-deterministic") != std::string::npos)
+    rows.push_back({c.op, "(determinism)", "", 0, 0, -1, false});
+  if (!r.passed && r.message.find("zero output gradient") != std::string::npos)
+    rows.push_back({c.op, "(zero grad)", "", 0, 0, -1, false});
+  return rows;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tg-gradcheck: numerical gradient checks of tapegrad's ops"};
+  std::string op = "all", device_s = "cpu", dtype_s = "float64";
+  int64_t batch = 0, cin = 0, cout = 0, height = 0, width = 0, kernel = 0, groups = 0;
+  uint64_t seed = 0;
+  int trials = 3;
+  app.add_option("--op", op, "conv2d|bias_scale_sigmoid|group_norm|mse_loss|model|all")
+      ->check(CLI::IsMember({"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model", "all"}));
+  app.add_option("--batch", batch, "N (with the other shape flags: one fixed shape)")->check(CLI::PositiveNumber);
+  app.add_option("--in-channels", cin, "Cin")->check(CLI::PositiveNumber);
+  app.add_option("--out-channels", cout, "Cout")->check(CLI::PositiveNumber);
+  app.add_option("--height", height, "input height")->check(CLI::PositiveNumber);
+  app.add_option("--width", width, "input width")->check(CLI::PositiveNumber);
+  app.add_option("--kernel", kernel, "kernel size")->check(CLI::PositiveNumber);
+  app.add_option("--groups", groups, "GroupNorm groups (must divide Cout)")->check(CLI::PositiveNumber);
+  app.add_option("--device", device_s, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--dtype", dtype_s,
+                 "float64: central differences (eps 1e-6, pass when |a-n| <= 1e-5 + 1e-3|n|); "
+                 "float32: gradients on --device against float64 CPU gradients, pass when "
+                 "max|g32-g64| <= 1e-6 + 2e-3 max|g64| (TF32 off)")
+      ->check(CLI::IsMember({"float64", "float32"}));
+  app.add_option("--seed", seed, "random seed for shapes and values");
+  app.add_option("--trials", trials, "random shapes per op when no shape is given")->check(CLI::PositiveNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  try {
+    Device device = parse_device(device_s);
+    if (device == Device::CUDA && !cuda::is_available()) {
+      std::cerr << "tg-gradcheck: --device cuda, but no usable CUDA device was found\n";
+      return 2;
+    }
+    bool fixed = batch || cin || cout || height || width || kernel || groups;
+    Sizes fixed_sizes{batch ? batch : 2, cin ? cin : 3, cout ? cout : 4, height ? height : 6,
+                      width ? width : 5, kernel ? kernel : 3, groups ? groups : 2};
+    if (fixed) {
+      const Sizes& s = fixed_sizes;
+      if (s.cout % s.g != 0 || s.k > s.h || s.k > s.w) {
+        std::cerr << "tg-gradcheck: invalid shape: --groups must divide --out-channels and "
+                     "--kernel must not exceed --height/--width\n";
+        return 2;
+      }
+    }
+    ops::conv::set_allow_tf32(false);
+    ops::conv::set_deterministic(true);  // repeated backwards must give the same bits
+    std::vector<std::string> op_list =
+        op == "all" ? std::vector<std::string>{"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model"}
+                    : std::vector<std::string>{op};
+    Generator gen(seed);
+    int failures = 0;
+    std::printf("%-19s %-18s %-16s %12s %12s %8s  %s\n", "op", "input", "shape", "max abs err",
+                "max rel err", "worst", "result");
+    for (const std::string& name : op_list) {
+      int n_trials = fixed ? 1 : trials;
+      for (int t = 0; t < n_trials; ++t) {
+        Sizes s = fixed ? fixed_sizes : random_sizes(gen);
+        Case c = make_case(name, s, gen);
+        auto rows = dtype_s == "float64" ? check_float64(c, device)
+                                         : check_float32(c, device, seed + uint64_t(t));
+        for (const Row& r : rows) {
+          std::printf("%-19s %-18s %-16s %12.3e %12.3e %8lld  %s\n", r.op.c_str(), r.input.c_str(),
+                      r.shape.c_str(), r.abs_err, r.rel_err, (long long)r.worst,
+                      r.pass ? "pass" : "FAIL");
+          if (!r.pass) ++failures;
+        }
+      }
+    }
+    std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "all gradients pass", failures);
+    return failures ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::cerr << "tg-gradcheck: " << e.what() << "\n";
+    return 2;
+  }
+}

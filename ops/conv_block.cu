@@ -1,0 +1,689 @@
+// Fused kernels of the model's block: conv2d -> + bias -> * scale -> sigmoid -> GroupNorm (-> MSE).
+//
+// float32 only, stride 1, no padding, (Cin, Cout, k) fixed at compile time (see the instantiations
+// at the bottom). Layout NCHW. A "tile" is TH x TW output pixels of one sample, all Cout channels.
+//
+//   forward_stats   one CTA loops over tiles (persistent): input tile and weights in shared memory,
+//                   direct convolution in FP32 FMAs (each thread: 4 adjacent pixels x 16 channels),
+//                   epilogue: z = conv + conv_bias (written), s = sigmoid((z + bias) * scale), and
+//                   per-(n, group) (count, mean, M2) of s for the tile, two-pass within the tile.
+//   stats_finalize  one thread per (n, group): Chan's combination of the tiles in fixed order (double).
+//   normalize       y = (s - mean) * rstd * gamma + beta, recomputing s from z.
+//   reduce          one CTA per (chunk, c, n) of a channel plane: sum (y-t)^2, sum dy, sum dy * xhat
+//                   (dy from the MSE loss, or given), float4 loads; partials, no atomics.
+//   reduce_finalize the loss and, per (n, g), A = sum dy*gamma, B = sum dy*gamma*xhat; per channel
+//                   dgamma, dbeta (fixed order, double).
+//   backward        persistent like forward_stats: per tile, dz for all channels into shared memory
+//                   (recomputing s, xhat, y, dy from z and t), per-channel d bias / d scale in
+//                   registers, then the weight gradient dW += dz (x) im2col(x) in FP32 FMAs (each
+//                   thread: 4 output channels x 1 input channel x k x k taps, sliding along a row).
+//                   Per-CTA partials; backward_finalize sums them in fixed order: deterministic.
+#include "core/cuda_utils.h"
+#include "ops/conv_block.h"
+
+namespace tg::ops::detail {
+namespace {
+
+template <int CIN, int COUT, int KS>
+struct Cfg {
+  static constexpr int TH = 8, TW = 64, PX = 4, CPT = 16;
+  static constexpr int IH = TH + KS - 1, IW = TW + KS - 1, PITCH = (IW + 3) / 4 * 4;
+  static constexpr int THREADS = 128 * (COUT / CPT);
+  static constexpr int WARPS = THREADS / 32;
+  static constexpr int XS = CIN * IH * PITCH;      // floats of the input tile
+  static constexpr int WS = COUT * CIN * KS * KS;  // floats of the weights
+  static constexpr int TP = TH * TW;               // pixels of a tile
+  static constexpr int PPAD = TP + 1;              // dz row pitch: conflict-free for 8 channel groups
+  // weight-gradient work split: thread = (4 output channels, 1 input channel, a set of rows)
+  static constexpr int WG_UNITS = (COUT / 4) * CIN;
+  static constexpr int psets() {
+    int p = THREADS / WG_UNITS;
+    if (p > TH) p = TH;
+    while (p > 1 && TH % p != 0) --p;
+    return p < 1 ? 1 : p;
+  }
+  static constexpr int PSETS = psets();
+  static constexpr int ROWS_PER_PSET = TH / PSETS;
+  static_assert(COUT % CPT == 0, "Cout must be a multiple of 16");
+  static_assert(WG_UNITS <= THREADS, "too many weight-gradient units for the block");
+  static_assert(COUT % WARPS == 0, "Cout must be a multiple of the warp count");
+};
+
+__device__ __forceinline__ float sigmoidf(float u) { return 1.0f / (1.0f + __expf(-u)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Loads the input tile (Cin x IH x IW, zero outside the image) of sample n at (iy0, ix0).
+template <int CIN, class C>
+__device__ void load_x_tile(float* xs, const float* __restrict__ x_n, int H, int W, int iy0,
+                            int ix0) {
+  for (int i = threadIdx.x; i < CIN * C::IH * C::IW; i += C::THREADS) {
+    const int c = i % C::IW;
+    const int r = (i / C::IW) % C::IH;
+    const int ci = i / (C::IW * C::IH);
+    const int gy = iy0 + r, gx = ix0 + c;
+    float v = 0.f;
+    if (gy < H && gx < W) v = __ldg(x_n + (size_t(ci) * H + gy) * W + gx);
+    xs[(ci * C::IH + r) * C::PITCH + c] = v;
+  }
+}
+
+struct TileCoord {
+  int n, oy0, ox0, tile_in_image;
+};
+
+__device__ __forceinline__ TileCoord tile_coord(int tile, int tiles_x, int tiles_per_image, int TH,
+                                                int TW) {
+  TileCoord t;
+  t.n = tile / tiles_per_image;
+  t.tile_in_image = tile % tiles_per_image;
+  t.oy0 = (t.tile_in_image / tiles_x) * TH;
+  t.ox0 = (t.tile_in_image % tiles_x) * TW;
+  return t;
+}
+
+// ---- forward: conv + bias/scale/sigmoid epilogue + per-tile GroupNorm statistics ----------------
+template <int CIN, int COUT, int KS>
+__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
+    forward_stats_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                         const float* __restrict__ conv_bias, const float* __restrict__ bias,
+                         const float* __restrict__ scale, ConvBlockShape sh, float* __restrict__ z,
+                         float4* __restrict__ tile_stats) {
+  using C = Cfg<CIN, COUT, KS>;
+  __shared__ __align__(16) float xs[C::XS];
+  __shared__ __align__(16) float ws[C::WS];  // [ci][kh][kw][co]
+  __shared__ float red[C::WARPS][C::CPT];
+  __shared__ float chan[COUT];
+  __shared__ float gmean[COUT];
+  __shared__ float pbias[COUT], pscale[COUT], pcb[COUT];
+
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int tx = t % 16, ty = (t / 16) % C::TH, half = t / 128;
+  for (int i = t; i < C::WS; i += C::THREADS) {
+    const int co = i / (CIN * KS * KS), rest = i % (CIN * KS * KS);  // rest = (ci*KS + kh)*KS + kw
+    ws[rest * COUT + co] = w[i];
+  }
+  for (int i = t; i < COUT; i += C::THREADS) {
+    pbias[i] = bias[i];
+    pscale[i] = scale[i];
+    pcb[i] = conv_bias[i];
+  }
+  const int D = COUT / sh.G;
+  const int tiles_per_image = sh.tiles_y * sh.tiles_x;
+  const int total = sh.N * tiles_per_image;
+
+  for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+    __syncthreads();  // the previous tile's readers are done with xs (and the weights are in)
+    load_x_tile<CIN, C>(xs, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
+    __syncthreads();
+
+    float acc[C::CPT][C::PX];
+#pragma unroll
+    for (int c = 0; c < C::CPT; ++c)
+#pragma unroll
+      for (int p = 0; p < C::PX; ++p) acc[c][p] = 0.f;
+
+#pragma unroll 2
+    for (int ci = 0; ci < CIN; ++ci) {
+#pragma unroll
+      for (int kh = 0; kh < KS; ++kh) {
+        const float* row = xs + (ci * C::IH + ty + kh) * C::PITCH + tx * C::PX;
+        float in[C::PX + KS - 1];
+        const float4 v = *reinterpret_cast<const float4*>(row);
+        in[0] = v.x;
+        in[1] = v.y;
+        in[2] = v.z;
+        in[3] = v.w;
+#pragma unroll
+        for (int j = 4; j < C::PX + KS - 1; ++j) in[j] = row[j];
+#pragma unroll
+        for (int kw = 0; kw < KS; ++kw) {
+          const float4* wv =
+              reinterpret_cast<const float4*>(ws + ((ci * KS + kh) * KS + kw) * COUT + half * C::CPT);
+#pragma unroll
+          for (int q = 0; q < C::CPT / 4; ++q) {
+            const float4 wq = wv[q];
+#pragma unroll
+            for (int p = 0; p < C::PX; ++p) {
+              acc[4 * q + 0][p] = fmaf(wq.x, in[p + kw], acc[4 * q + 0][p]);
+              acc[4 * q + 1][p] = fmaf(wq.y, in[p + kw], acc[4 * q + 1][p]);
+              acc[4 * q + 2][p] = fmaf(wq.z, in[p + kw], acc[4 * q + 2][p]);
+              acc[4 * q + 3][p] = fmaf(wq.w, in[p + kw], acc[4 * q + 3][p]);
+            }
+          }
+        }
+      }
+    }
+
+    // Epilogue: z out, s kept in acc; invalid pixels (past the image edge) count for nothing.
+    const int oy = tc.oy0 + ty;
+    const int oxb = tc.ox0 + tx * C::PX;
+    bool valid[C::PX];
+#pragma unroll
+    for (int p = 0; p < C::PX; ++p) valid[p] = oy < sh.Ho && oxb + p < sh.Wo;
+#pragma unroll
+    for (int c = 0; c < C::CPT; ++c) {
+      const int co = half * C::CPT + c;
+      float* zrow = z + ((size_t(tc.n) * COUT + co) * sh.Ho + oy) * sh.Wo + oxb;
+#pragma unroll
+      for (int p = 0; p < C::PX; ++p) {
+        const float zz = acc[c][p] + pcb[co];
+        if (valid[p]) zrow[p] = zz;
+        acc[c][p] = valid[p] ? sigmoidf((zz + pbias[co]) * pscale[co]) : 0.f;
+      }
+    }
+    const int rows = min(C::TH, sh.Ho - tc.oy0), cols = min(C::TW, sh.Wo - tc.ox0);
+    const float count = float(rows * cols * D);
+
+    // Pass 1: per-channel sums -> group means of this tile.
+#pragma unroll
+    for (int c = 0; c < C::CPT; ++c) {
+      float v = 0.f;
+#pragma unroll
+      for (int p = 0; p < C::PX; ++p) v += acc[c][p];
+      v = warp_sum(v);
+      if (lane == 0) red[warp][c] = v;
+    }
+    __syncthreads();
+    if (t < COUT) {
+      const int h = t / C::CPT;
+      float v = 0.f;
+      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
+      chan[t] = v;
+    }
+    __syncthreads();
+    if (t < COUT) {
+      const int g0 = (t / D) * D;
+      float v = 0.f;
+      for (int c = 0; c < D; ++c) v += chan[g0 + c];
+      gmean[t] = v / count;
+    }
+    __syncthreads();
+    // Pass 2: per-channel sums of squared deviations from the tile's group mean.
+#pragma unroll
+    for (int c = 0; c < C::CPT; ++c) {
+      const float m = gmean[half * C::CPT + c];
+      float v = 0.f;
+#pragma unroll
+      for (int p = 0; p < C::PX; ++p) {
+        const float d = acc[c][p] - m;
+        v += valid[p] ? d * d : 0.f;
+      }
+      v = warp_sum(v);
+      if (lane == 0) red[warp][c] = v;
+    }
+    __syncthreads();
+    if (t < COUT) {
+      const int h = t / C::CPT;
+      float v = 0.f;
+      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
+      chan[t] = v;
+    }
+    __syncthreads();
+    if (t < sh.G / 1 && t < COUT / D) {
+      float m2 = 0.f;
+      for (int c = 0; c < D; ++c) m2 += chan[t * D + c];
+      tile_stats[(size_t(tc.n) * sh.G + t) * tiles_per_image + tc.tile_in_image] =
+          make_float4(count, gmean[t * D], m2, 0.f);
+    }
+  }
+}
+
+__global__ void stats_finalize_kernel(const float4* __restrict__ tile_stats, int NG, int tiles,
+                                      double eps, float* __restrict__ mean, float* __restrict__ rstd) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= NG) return;
+  double n = 0, m = 0, m2 = 0;
+  for (int k = 0; k < tiles; ++k) {
+    const float4 p = tile_stats[size_t(i) * tiles + k];
+    const double nb = p.x;
+    if (nb <= 0) continue;
+    const double delta = double(p.y) - m;
+    const double tot = n + nb;
+    m += delta * nb / tot;
+    m2 += double(p.z) + delta * delta * n * nb / tot;
+    n = tot;
+  }
+  mean[i] = float(m);
+  rstd[i] = float(1.0 / sqrt(m2 / n + eps));
+}
+
+// y = (sigmoid((z + b) * s) - mean) * rstd * gamma + beta; grid (chunks, C, N). y may alias z.
+__global__ void normalize_kernel(const float* z, const float* __restrict__ mean,
+                                 const float* __restrict__ rstd, const float* __restrict__ bias,
+                                 const float* __restrict__ scale, const float* __restrict__ gamma,
+                                 const float* __restrict__ beta, int C, int G, int64_t HW, int chunk,
+                                 float* y) {
+  const int c = blockIdx.y, n = blockIdx.z;
+  const int ng = n * G + c / (C / G);
+  const float m = mean[ng], r = rstd[ng], b = bias[c], s = scale[c];
+  const float a = r * gamma[c], off = beta[c] - m * a;
+  const size_t base = (size_t(n) * C + c) * HW;
+  const int64_t lo = int64_t(blockIdx.x) * chunk, hi = min(HW, lo + chunk);
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+    y[base + i] = sigmoidf((z[base + i] + b) * s) * a + off;
+}
+
+// ---- reductions for the backward ----------------------------------------------------------------
+template <int NV>
+__device__ void block_sum(float (&v)[NV], float* scratch /* [32][NV] */) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+  for (int k = 0; k < NV; ++k) v[k] = warp_sum(v[k]);
+  __syncthreads();
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < NV; ++k) scratch[warp * NV + k] = v[k];
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      v[k] = lane < nw ? scratch[lane * NV + k] : 0.f;
+      v[k] = warp_sum(v[k]);
+    }
+  }
+}
+
+// part[(n*C + c)*S + s] = {sum d^2, sum d, sum d*xhat} with d = y - t (LOSS) or d = dy (given).
+template <bool LOSS>
+__global__ void reduce_kernel(const float* __restrict__ z, const float* __restrict__ other,
+                              const float* __restrict__ mean, const float* __restrict__ rstd,
+                              const float* __restrict__ bias, const float* __restrict__ scale,
+                              const float* __restrict__ gamma, const float* __restrict__ beta, int C,
+                              int G, int64_t HW, int chunk, float* __restrict__ part) {
+  __shared__ float scratch[32 * 3];
+  const int c = blockIdx.y, n = blockIdx.z;
+  const int ng = n * G + c / (C / G);
+  const float m = mean[ng], r = rstd[ng], b = bias[c], sc = scale[c], gm = gamma[c], bt = beta[c];
+  const size_t base = (size_t(n) * C + c) * HW;
+  const int64_t lo = int64_t(blockIdx.x) * chunk, hi = min(HW, lo + chunk);
+  float v[3] = {0.f, 0.f, 0.f};
+  auto one = [&](float zz, float o) {
+    const float xh = (sigmoidf((zz + b) * sc) - m) * r;
+    const float d = LOSS ? xh * gm + bt - o : o;
+    v[0] = fmaf(d, d, v[0]);
+    v[1] += d;
+    v[2] = fmaf(d, xh, v[2]);
+  };
+  if ((HW % 4) == 0 && (chunk % 4) == 0) {
+    const float4* z4 = reinterpret_cast<const float4*>(z + base + lo);
+    const float4* o4 = reinterpret_cast<const float4*>(other + base + lo);
+    const int64_t n4 = (hi - lo) / 4;
+    for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
+      const float4 zz = __ldg(z4 + i), oo = __ldg(o4 + i);
+      one(zz.x, oo.x);
+      one(zz.y, oo.y);
+      one(zz.z, oo.z);
+      one(zz.w, oo.w);
+    }
+  } else {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) one(z[base + i], other[base + i]);
+  }
+  block_sum<3>(v, scratch);
+  if (threadIdx.x == 0) {
+    float* p = part + ((size_t(n) * C + c) * gridDim.x + blockIdx.x) * 3;
+    p[0] = v[0];
+    p[1] = v[1];
+    p[2] = v[2];
+  }
+}
+
+// One block. dscale multiplies sums of d into sums of dy (2/numel for the loss, 1 for a given dy).
+__global__ void reduce_finalize_kernel(const float* __restrict__ part, int N, int C, int G, int S,
+                                       const float* __restrict__ gamma, double dscale,
+                                       double loss_scale, float* __restrict__ loss,
+                                       float* __restrict__ A, float* __restrict__ B,
+                                       float* __restrict__ dgamma, float* __restrict__ dbeta) {
+  __shared__ double sh[1024];
+  const int t = threadIdx.x;
+  if (loss) {
+    double v = 0;
+    for (int i = t; i < N * C * S; i += blockDim.x) v += part[size_t(i) * 3];
+    sh[t] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+      if (t < s) sh[t] += sh[t + s];
+      __syncthreads();
+    }
+    if (t == 0) *loss = float(sh[0] * loss_scale);
+  }
+  const int D = C / G;
+  for (int i = t; i < N * G; i += blockDim.x) {
+    const int n = i / G, g = i % G;
+    double a = 0, b = 0;
+    for (int c = g * D; c < (g + 1) * D; ++c) {
+      double sa = 0, sb = 0;
+      for (int s = 0; s < S; ++s) {
+        const float* p = part + ((size_t(n) * C + c) * S + s) * 3;
+        sa += p[1];
+        sb += p[2];
+      }
+      a += gamma[c] * sa;
+      b += gamma[c] * sb;
+    }
+    A[i] = float(a * dscale);
+    B[i] = float(b * dscale);
+  }
+  for (int c = t; c < C; c += blockDim.x) {
+    double db = 0, dg = 0;
+    for (int n = 0; n < N; ++n)
+      for (int s = 0; s < S; ++s) {
+        const float* p = part + ((size_t(n) * C + c) * S + s) * 3;
+        db += p[1];
+        dg += p[2];
+      }
+    dbeta[c] = float(db * dscale);
+    dgamma[c] = float(dg * dscale);
+  }
+}
+
+// ---- backward: dz per tile, per-channel d bias / d scale, weight gradient -------------------------
+template <int CIN, int COUT, int KS, bool LOSS>
+__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
+    backward_kernel(const float* __restrict__ x, const float* __restrict__ z,
+                    const float* __restrict__ other, const float* __restrict__ mean,
+                    const float* __restrict__ rstd, const float* __restrict__ A,
+                    const float* __restrict__ B, const float* __restrict__ bias,
+                    const float* __restrict__ scale, const float* __restrict__ gamma,
+                    const float* __restrict__ beta, const float* __restrict__ gout_ptr,
+                    float dy_scale, ConvBlockShape sh, float* __restrict__ dz_out,
+                    float* __restrict__ dw_part, float* __restrict__ dbias_part,
+                    float* __restrict__ dscale_part) {
+  using C = Cfg<CIN, COUT, KS>;
+  extern __shared__ __align__(16) float smem[];
+  float* xs = smem;              // [CIN][IH][PITCH]
+  float* dzs = smem + C::XS;     // [COUT][PPAD]
+  constexpr int CH_PER_WARP = COUT / C::WARPS;
+
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const float gout = gout_ptr ? *gout_ptr : 1.0f;
+  const float gs = gout * dy_scale;  // dy = gs * (y - t) for the loss; gs * dy otherwise
+  const int D = COUT / sh.G;
+  const float inv_m = 1.0f / float(D * sh.Ho * sh.Wo);
+  const int tiles_per_image = sh.tiles_y * sh.tiles_x;
+  const int total = sh.N * tiles_per_image;
+
+  // weight-gradient unit of this thread
+  const int unit = t % C::WG_UNITS, pset = t / C::WG_UNITS;
+  const bool wg_active = pset < C::PSETS;
+  const int cog = unit % (COUT / 4), wci = unit / (COUT / 4);
+  float wacc[4][KS][KS];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int a = 0; a < KS; ++a)
+#pragma unroll
+      for (int b = 0; b < KS; ++b) wacc[j][a][b] = 0.f;
+  float acc_db[CH_PER_WARP], acc_ds[CH_PER_WARP];
+#pragma unroll
+  for (int k = 0; k < CH_PER_WARP; ++k) acc_db[k] = acc_ds[k] = 0.f;
+
+  for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+    __syncthreads();  // previous tile's weight-gradient readers are done
+    load_x_tile<CIN, C>(xs, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
+
+    // dz for every channel of the tile: warp -> channels, lanes -> pixels (coalesced rows).
+#pragma unroll
+    for (int k = 0; k < CH_PER_WARP; ++k) {
+      const int co = warp + k * C::WARPS;
+      const int ng = tc.n * sh.G + co / D;
+      const float m = mean[ng], r = rstd[ng], a_ = A[ng] * gout * inv_m, b_ = B[ng] * gout * inv_m;
+      const float bb = bias[co], sc = scale[co], gm = gamma[co], bt = beta[co];
+      const size_t plane = (size_t(tc.n) * COUT + co) * sh.Ho;
+      for (int p = lane; p < C::TP; p += 32) {
+        const int r_ = p / C::TW, c_ = p % C::TW;
+        const int oy = tc.oy0 + r_, ox = tc.ox0 + c_;
+        float dzv = 0.f;
+        if (oy < sh.Ho && ox < sh.Wo) {
+          const size_t idx = (plane + oy) * sh.Wo + ox;
+          const float zb = z[idx] + bb;
+          const float s = sigmoidf(zb * sc);
+          const float xh = (s - m) * r;
+          const float dy = LOSS ? gs * (xh * gm + bt - other[idx]) : gs * other[idx];
+          const float ds = r * (dy * gm - a_ - xh * b_);
+          const float du = ds * s * (1.f - s);
+          dzv = du * sc;
+          acc_db[k] += dzv;
+          acc_ds[k] = fmaf(du, zb, acc_ds[k]);
+          if (dz_out) dz_out[idx] = dzv;
+        }
+        dzs[co * C::PPAD + p] = dzv;
+      }
+    }
+    __syncthreads();
+
+    // dW[co][ci][kh][kw] += sum over the tile's pixels of dz[co][p] * x[ci][p + (kh, kw)]
+    if (wg_active) {
+      for (int rr = 0; rr < C::ROWS_PER_PSET; ++rr) {
+        const int r_ = pset * C::ROWS_PER_PSET + rr;
+        float win[KS][KS];
+#pragma unroll
+        for (int kh = 0; kh < KS; ++kh)
+#pragma unroll
+          for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = xs[(wci * C::IH + r_ + kh) * C::PITCH + kw];
+        const float* dzp = dzs + (cog * 4) * C::PPAD + r_ * C::TW;
+#pragma unroll 4
+        for (int c_ = 0; c_ < C::TW; ++c_) {
+#pragma unroll
+          for (int kh = 0; kh < KS; ++kh)
+            win[kh][KS - 1] = xs[(wci * C::IH + r_ + kh) * C::PITCH + c_ + KS - 1];
+          float d[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) d[j] = dzp[j * C::PPAD + c_];
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int kh = 0; kh < KS; ++kh)
+#pragma unroll
+              for (int kw = 0; kw < KS; ++kw) wacc[j][kh][kw] = fmaf(d[j], win[kh][kw], wacc[j][kh][kw]);
+#pragma unroll
+          for (int kh = 0; kh < KS; ++kh)
+#pragma unroll
+            for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = win[kh][kw + 1];
+        }
+      }
+    }
+  }
+
+  // Per-CTA partials, in fixed order.
+#pragma unroll
+  for (int k = 0; k < CH_PER_WARP; ++k) {
+    const float db = warp_sum(acc_db[k]), ds = warp_sum(acc_ds[k]);
+    if (lane == 0) {
+      dbias_part[size_t(blockIdx.x) * COUT + warp + k * C::WARPS] = db;
+      dscale_part[size_t(blockIdx.x) * COUT + warp + k * C::WARPS] = ds;
+    }
+  }
+  __syncthreads();
+  float* red = smem;  // [PSETS][WS], reuses the tiles' space
+  if (wg_active) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int kh = 0; kh < KS; ++kh)
+#pragma unroll
+        for (int kw = 0; kw < KS; ++kw)
+          red[pset * C::WS + (((cog * 4 + j) * CIN + wci) * KS + kh) * KS + kw] = wacc[j][kh][kw];
+  }
+  __syncthreads();
+  for (int i = t; i < C::WS; i += C::THREADS) {
+    float v = 0.f;
+    for (int p = 0; p < C::PSETS; ++p) v += red[p * C::WS + i];
+    dw_part[size_t(blockIdx.x) * C::WS + i] = v;
+  }
+}
+
+// Sums per-CTA partials in fixed order: dW (WS values), d conv_bias = d bias, d scale; and scales the
+// forward-time GroupNorm parameter gradients by the output gradient.
+__global__ void backward_finalize_kernel(const float* __restrict__ dw_part,
+                                         const float* __restrict__ dbias_part,
+                                         const float* __restrict__ dscale_part, int blocks, int WS,
+                                         int C, const float* __restrict__ dgamma_u,
+                                         const float* __restrict__ dbeta_u,
+                                         const float* __restrict__ gout_ptr, float* dw, float* dcb,
+                                         float* dbias, float* dscale, float* dgamma, float* dbeta) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < WS) {
+    double v = 0;
+    for (int b = 0; b < blocks; ++b) v += dw_part[size_t(b) * WS + i];
+    if (dw) dw[i] = float(v);
+  } else if (i < WS + C) {
+    const int c = i - WS;
+    double db = 0, ds = 0;
+    for (int b = 0; b < blocks; ++b) {
+      db += dbias_part[size_t(b) * C + c];
+      ds += dscale_part[size_t(b) * C + c];
+    }
+    if (dcb) dcb[c] = float(db);
+    if (dbias) dbias[c] = float(db);
+    if (dscale) dscale[c] = float(ds);
+    const float g = gout_ptr ? *gout_ptr : 1.0f;
+    if (dgamma) dgamma[c] = dgamma_u[c] * g;
+    if (dbeta) dbeta[c] = dbeta_u[c] * g;
+  }
+}
+
+template <int CIN, int COUT, int KS>
+int persistent_grid(const void* kernel, int threads, size_t smem, int total_tiles) {
+  int per_sm = 0;
+  TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  if (per_sm < 1) per_sm = 1;
+  const int grid = per_sm * cuda::device_properties().multiProcessorCount;
+  return grid < total_tiles ? grid : total_tiles;
+}
+
+template <int CIN, int COUT, int KS>
+void forward_impl(const ConvBlockForwardArgs& a) {
+  using C = Cfg<CIN, COUT, KS>;
+  ConvBlockShape sh = a.shape;
+  const auto kernel = forward_stats_kernel<CIN, COUT, KS>;
+  const int total = sh.N * sh.tiles_y * sh.tiles_x;
+  const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, 0, total);
+  cudaStream_t s = cuda::stream();
+  kernel<<<grid, C::THREADS, 0, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
+                                     reinterpret_cast<float4*>(a.tile_stats));
+  TG_CUDA_CHECK_LAUNCH();
+  const int NG = sh.N * sh.G;
+  stats_finalize_kernel<<<(NG + 127) / 128, 128, 0, s>>>(reinterpret_cast<const float4*>(a.tile_stats),
+                                                          NG, sh.tiles_y * sh.tiles_x, a.eps,
+                                                          a.mean, a.rstd);
+  TG_CUDA_CHECK_LAUNCH();
+}
+
+template <int CIN, int COUT, int KS, bool LOSS>
+void backward_impl(const ConvBlockBackwardArgs& a) {
+  using C = Cfg<CIN, COUT, KS>;
+  const ConvBlockShape sh = a.shape;
+  const auto kernel = backward_kernel<CIN, COUT, KS, LOSS>;
+  const size_t smem = size_t(C::XS + COUT * C::PPAD) * sizeof(float);
+  static_assert(C::PSETS * C::WS <= C::XS + COUT * C::PPAD, "reduction scratch must fit");
+  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const int total = sh.N * sh.tiles_y * sh.tiles_x;
+  const int grid = conv_block_backward_grid(a.shape, COUT);
+  cudaStream_t s = cuda::stream();
+  kernel<<<grid, C::THREADS, smem, s>>>(a.x, a.z, a.other, a.mean, a.rstd, a.A, a.B, a.bias, a.scale,
+                                        a.gamma, a.beta, a.gout, a.dy_scale, sh, a.dz, a.dw_part,
+                                        a.dbias_part, a.dscale_part);
+  TG_CUDA_CHECK_LAUNCH();
+  (void)total;
+  const int n = C::WS + COUT;
+  backward_finalize_kernel<<<(n + 255) / 256, 256, 0, s>>>(a.dw_part, a.dbias_part, a.dscale_part,
+                                                           grid, C::WS, COUT, a.dgamma_u, a.dbeta_u,
+                                                           a.gout, a.dweight, a.dconv_bias, a.dbias,
+                                                           a.dscale, a.dgamma, a.dbeta);
+  TG_CUDA_CHECK_LAUNCH();
+}
+
+int reduce_chunks(int64_t HW) {
+  // about 16K elements per CTA, a multiple of 4 so that float4 loads stay aligned
+  int64_t s = (HW + 16383) / 16384;
+  return int(s < 1 ? 1 : s);
+}
+int reduce_chunk_size(int64_t HW, int S) { return int(((HW + S - 1) / S + 3) / 4 * 4); }
+
+}  // namespace
+
+bool conv_block_supported(int cin, int cout, int k) {
+  return (cin == 8 && cout == 32 && k == 3) || (cin == 3 && cout == 16 && k == 3);
+}
+
+ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G) {
+  ConvBlockShape sh{};
+  sh.N = N;
+  sh.H = H;
+  sh.W = W;
+  sh.Ho = H - k + 1;
+  sh.Wo = W - k + 1;
+  sh.G = G;
+  sh.tiles_y = (sh.Ho + 7) / 8;
+  sh.tiles_x = (sh.Wo + 63) / 64;
+  return sh;
+}
+
+int conv_block_backward_grid(const ConvBlockShape& sh, int cout) {
+  const int total = sh.N * sh.tiles_y * sh.tiles_x;
+  // two CTAs per SM fit in shared memory (87 KB each for 8 -> 32 channels)
+  const int grid = 2 * cuda::device_properties().multiProcessorCount;
+  (void)cout;
+  return grid < total ? grid : total;
+}
+
+int conv_block_reduce_chunks(const ConvBlockShape& sh) {
+  return reduce_chunks(int64_t(sh.Ho) * sh.Wo);
+}
+
+void conv_block_forward_cuda(const ConvBlockForwardArgs& a) {
+  if (a.cin == 8 && a.cout == 32 && a.k == 3) return forward_impl<8, 32, 3>(a);
+  if (a.cin == 3 && a.cout == 16 && a.k == 3) return forward_impl<3, 16, 3>(a);
+  TG_THROW("conv_block: no fused kernel for Cin ", a.cin, ", Cout ", a.cout, ", k ", a.k);
+}
+
+void conv_block_normalize_cuda(const float* z, const float* mean, const float* rstd,
+                               const float* bias, const float* scale, const float* gamma,
+                               const float* beta, const ConvBlockShape& sh, int C, float* y) {
+  const int64_t HW = int64_t(sh.Ho) * sh.Wo;
+  const int S = reduce_chunks(HW);
+  const int chunk = reduce_chunk_size(HW, S);
+  dim3 grid(S, C, sh.N);
+  normalize_kernel<<<grid, 256, 0, cuda::stream()>>>(z, mean, rstd, bias, scale, gamma, beta, C,
+                                                      sh.G, HW, chunk, y);
+  TG_CUDA_CHECK_LAUNCH();
+}
+
+void conv_block_reduce_cuda(const ConvBlockReduceArgs& a) {
+  const ConvBlockShape& sh = a.shape;
+  const int64_t HW = int64_t(sh.Ho) * sh.Wo;
+  const int S = reduce_chunks(HW);
+  const int chunk = reduce_chunk_size(HW, S);
+  dim3 grid(S, a.cout, sh.N);
+  cudaStream_t s = cuda::stream();
+  if (a.loss_target)
+    reduce_kernel<true><<<grid, 256, 0, s>>>(a.z, a.other, a.mean, a.rstd, a.bias, a.scale, a.gamma,
+                                             a.beta, a.cout, sh.G, HW, chunk, a.part);
+  else
+    reduce_kernel<false><<<grid, 256, 0, s>>>(a.z, a.other, a.mean, a.rstd, a.bias, a.scale, a.gamma,
+                                              a.beta, a.cout, sh.G, HW, chunk, a.part);
+  TG_CUDA_CHECK_LAUNCH();
+  const double numel = double(sh.N) * a.cout * HW;
+  const double dscale = a.loss_target ? 2.0 / numel : 1.0;
+  reduce_finalize_kernel<<<1, 1024, 0, s>>>(a.part, sh.N, a.cout, sh.G, S, a.gamma, dscale,
+                                            1.0 / numel, a.loss, a.A, a.B, a.dgamma_u, a.dbeta_u);
+  TG_CUDA_CHECK_LAUNCH();
+}
+
+void conv_block_backward_cuda(const ConvBlockBackwardArgs& a) {
+  const bool loss = a.loss_target;
+  if (a.cin == 8 && a.cout == 32 && a.k == 3)
+    return loss ? backward_impl<8, 32, 3, true>(a) : backward_impl<8, 32, 3, false>(a);
+  if (a.cin == 3 && a.cout == 16 && a.k == 3)
+    return loss ? backward_impl<3, 16, 3, true>(a) : backward_impl<3, 16, 3, false>(a);
+  TG_THROW("conv_block: no fused kernel for Cin ", a.cin, ", Cout ", a.cout, ", k ", a.k);
+}
+
+}  // namespace tg::ops::detail

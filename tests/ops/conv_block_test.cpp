@@ -1,0 +1,184 @@
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "core/autograd.h"
+#include "core/gradcheck.h"
+#include "core/rng.h"
+#include "ops/conv2d.h"
+#include "ops/conv_block.h"
+#include "ops/mse_loss.h"
+#include "test_utils.h"
+
+using namespace tg;
+
+namespace {
+
+struct Block {
+  Tensor x, target;
+  ops::ConvBlockParams p;
+  std::vector<Tensor> params() const {
+    return {p.weight, p.conv_bias, p.bias, p.scale, p.gn_weight, p.gn_bias};
+  }
+};
+
+Block make_block(int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w, int64_t k, int64_t g,
+                 DType dt, uint64_t seed) {
+  Generator gen(seed);
+  Block b;
+  const double bound = 1.0 / std::sqrt(double(cin * k * k));
+  b.x = Tensor::rand({n, cin, h, w}, gen, dt);
+  b.target = Tensor::randn({n, cout, h - k + 1, w - k + 1}, gen, dt);
+  b.p.weight = Tensor::rand({cout, cin, k, k}, gen, dt, Device::CPU, -bound, bound).set_requires_grad();
+  b.p.conv_bias = Tensor::rand({cout}, gen, dt, Device::CPU, -bound, bound).set_requires_grad();
+  b.p.bias = Tensor::randn({cout, 1, 1}, gen, dt).set_requires_grad();
+  b.p.scale = Tensor::randn({cout, 1, 1}, gen, dt).set_requires_grad();
+  b.p.gn_weight = Tensor::rand({cout}, gen, dt, Device::CPU, 0.5, 1.5).set_requires_grad();
+  b.p.gn_bias = Tensor::rand({cout}, gen, dt, Device::CPU, -0.5, 0.5).set_requires_grad();
+  b.p.groups = g;
+  return b;
+}
+
+// A copy of b on device/dtype, parameters as fresh leaves.
+Block convert(const Block& b, Device d, DType dt) {
+  Block r = b;
+  auto mv = [&](const Tensor& t, bool leaf) {
+    Tensor u = t.detach().to(dt).to(d);
+    if (leaf) u.set_requires_grad(true);
+    return u;
+  };
+  r.x = mv(b.x, false);
+  r.target = mv(b.target, false);
+  r.p.weight = mv(b.p.weight, true);
+  r.p.conv_bias = mv(b.p.conv_bias, true);
+  r.p.bias = mv(b.p.bias, true);
+  r.p.scale = mv(b.p.scale, true);
+  r.p.gn_weight = mv(b.p.gn_weight, true);
+  r.p.gn_bias = mv(b.p.gn_bias, true);
+  return r;
+}
+
+// Leaves a NaN-filled freed block of `bytes` in the caching allocator, so that the next allocation
+// of that size returns memory an unwritten element would show.
+void poison_cache(int64_t elements) {
+  Tensor t = Tensor::full({elements}, std::numeric_limits<double>::quiet_NaN(), DType::Float32,
+                          Device::CUDA);
+}
+
+}  // namespace
+
+TEST(ConvBlock, GradcheckFloat64Cpu) {
+  Block b = make_block(2, 2, 4, 5, 6, 3, 2, DType::Float64, 1);
+  b.x.set_requires_grad(true);
+  std::vector<Tensor> in = {b.x, b.p.weight, b.p.conv_bias, b.p.bias, b.p.scale, b.p.gn_weight, b.p.gn_bias};
+  const int64_t g = b.p.groups;
+  Tensor target = b.target;
+  auto make = [g](const std::vector<Tensor>& v) {
+    ops::ConvBlockParams p{v[1], v[2], v[3], v[4], v[5], v[6], g, 1e-5};
+    return p;
+  };
+  auto r1 = gradcheck([&](const std::vector<Tensor>& v) {
+    return std::vector<Tensor>{ops::conv_block(v[0], make(v))};
+  }, in);
+  EXPECT_TRUE(r1.passed) << r1.message;
+  auto r2 = gradcheck([&](const std::vector<Tensor>& v) {
+    return std::vector<Tensor>{ops::conv_block_mse_loss(v[0], make(v), target)};
+  }, in);
+  EXPECT_TRUE(r2.passed) << r2.message;
+}
+
+TEST(ConvBlock, BadInputIsAClearError) {
+  Block b = make_block(1, 2, 4, 5, 5, 3, 2, DType::Float32, 2);
+  ops::ConvBlockParams p = b.p;
+  p.groups = 3;
+  EXPECT_THROW(ops::conv_block(b.x, p), Error);
+  p = b.p;
+  p.bias = Tensor::zeros({5, 1, 1});
+  try {
+    ops::conv_block(b.x, p);
+    FAIL();
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("conv_block"), std::string::npos) << m;
+    EXPECT_NE(m.find("bias"), std::string::npos) << m;
+  }
+  EXPECT_THROW(ops::conv_block(Tensor::zeros({1, 3, 5, 5}), b.p), Error);  // channel mismatch
+  EXPECT_THROW(ops::conv_block(b.x.to(DType::Float64), b.p), Error);      // dtype mismatch
+  EXPECT_THROW(ops::conv_block_mse_loss(b.x, b.p, Tensor::zeros({1, 4, 2, 2})), Error);
+}
+
+class ConvBlockCuda : public ::testing::TestWithParam<std::tuple<int, int, int, int, int, int>> {};
+
+// The fused CUDA kernels against the float64 CPU composition: output, loss and every gradient.
+TEST_P(ConvBlockCuda, FusedMatchesFloat64Reference) {
+  TG_SKIP_WITHOUT_GPU();
+  auto [n, cin, cout, h, w, g] = GetParam();
+  Block ref = make_block(n, cin, cout, h, w, 3, g, DType::Float64, 100 + n + h);
+  Block gpu = convert(ref, Device::CUDA, DType::Float32);
+  ASSERT_TRUE(ops::conv_block_fused_available(gpu.x, gpu.p));
+  gpu.x.set_requires_grad(true);
+  ref.x.set_requires_grad(true);
+  ops::conv::set_allow_tf32(false);  // dx goes through cuDNN's backward-data
+
+  // forward only (no tape): y written over z
+  {
+    autograd::NoGradGuard ng;
+    poison_cache(int64_t(n) * cout * (h - 2) * (w - 2));
+    Tensor y = ops::conv_block(gpu.x, gpu.p);
+    Tensor yr = ops::conv_block(ref.x, ref.p);
+    EXPECT_LT(tg::testing::rel_l2(y, yr), 1e-5);
+  }
+  // forward + backward through the node (explicit dy)
+  Tensor dy = Tensor::randn({n, cout, h - 2, w - 2}, 7, DType::Float64);
+  poison_cache(int64_t(n) * cout * (h - 2) * (w - 2));
+  Tensor y = ops::conv_block(gpu.x, gpu.p);
+  Tensor yr = ops::conv_block(ref.x, ref.p);
+  EXPECT_LT(tg::testing::rel_l2(y, yr), 1e-5);
+  y.backward(dy.to(DType::Float32).cuda());
+  yr.backward(dy);
+  auto pg = gpu.params(), pr = ref.params();
+  const char* names[] = {"weight", "conv_bias", "bias", "scale", "gn_weight", "gn_bias"};
+  for (size_t i = 0; i < pg.size(); ++i)
+    EXPECT_LT(tg::testing::rel_l2(pg[i].grad(), pr[i].grad()), 1e-4) << names[i];
+  EXPECT_LT(tg::testing::rel_l2(gpu.x.grad(), ref.x.grad()), 1e-4) << "x";
+
+  // the training form: loss and gradients
+  for (auto& t : pg) t.set_grad(Tensor());
+  for (auto& t : pr) t.set_grad(Tensor());
+  gpu.x.set_grad(Tensor());
+  Tensor loss = ops::conv_block_mse_loss(gpu.x.detach(), gpu.p, gpu.target);
+  Tensor lr = ops::conv_block_mse_loss(ref.x.detach(), ref.p, ref.target);
+  EXPECT_NEAR(loss.item(), lr.item(), 1e-5 * lr.item());
+  loss.backward();
+  lr.backward();
+  for (size_t i = 0; i < pg.size(); ++i)
+    EXPECT_LT(tg::testing::rel_l2(pg[i].grad(), pr[i].grad()), 1e-4) << names[i] << " (loss)";
+
+  // deterministic: the same bits again
+  std::vector<std::vector<float>> first;
+  for (auto& t : pg) first.push_back(t.grad().to_vector<float>());
+  for (auto& t : pg) t.set_grad(Tensor());
+  ops::conv_block_mse_loss(gpu.x.detach(), gpu.p, gpu.target).backward();
+  for (size_t i = 0; i < pg.size(); ++i) EXPECT_EQ(pg[i].grad().to_vector<float>(), first[i]) << names[i];
+  ops::conv::set_allow_tf32(true);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ConvBlockCuda,
+    ::testing::Values(std::make_tuple(2, 8, 32, 19, 70, 8),    // partial tiles in x and y
+                      std::make_tuple(1, 8, 32, 10, 10, 1),    // G = 1, one tile
+                      std::make_tuple(3, 8, 32, 26, 131, 32),  // G = C
+                      std::make_tuple(2, 8, 32, 67, 66, 4),    // Wo = 64 exactly
+                      std::make_tuple(4, 3, 16, 34, 34, 8),    // the small benchmark shape
+                      std::make_tuple(2, 3, 16, 3, 3, 2)));    // 1x1 output
+
+TEST(ConvBlockCudaFallback, OtherShapesUseTheComposition) {
+  TG_SKIP_WITHOUT_GPU();
+  Block ref = make_block(2, 5, 6, 9, 8, 3, 3, DType::Float64, 5);
+  Block gpu = convert(ref, Device::CUDA, DType::Float32);
+  EXPECT_FALSE(ops::conv_block_fused_available(gpu.x, gpu.p));
+  ops::conv::set_allow_tf32(false);
+  Tensor y = ops::conv_block(gpu.x, gpu.p);
+  ops::conv::set_allow_tf32(true);
+  EXPECT_LT(tg::testing::rel_l2(y, ops::conv_block(ref.x, ref.p)), 1e-5);
+}
