@@ -1,0 +1,147 @@
+// Checkpoint save/load (see io/checkpoint.h for the layout).
+#include "io/checkpoint.h"
+
+#include "io/hdf5.h"
+
+namespace tg::io {
+
+namespace {
+
+constexpr const char* kStateGroup = "train_state";
+constexpr const char* kMomentumGroup = "momentum_buffer";
+constexpr const char* kScalarsGroup = "scalars";
+constexpr const char* kConfig = "config_json";
+
+void check_name(const std::string& path, const std::string& name, const char* what) {
+  TG_CHECK(!name.empty(), "save_checkpoint: '", path, "': a ", what, " has an empty name");
+  TG_CHECK(name.find('/') == std::string::npos && name != "." && name != "..", "save_checkpoint: '",
+           path, "': ", what, " name '", name,
+           "' is not a valid HDF5 link name (no '/', not '.' or '..')");
+}
+
+void check_tensors(const std::string& path, const NamedTensors& ts, const char* what,
+                   bool allow_undefined) {
+  for (const auto& [name, t] : ts) {
+    check_name(path, name, what);
+    TG_CHECK(allow_undefined || t.defined(), "save_checkpoint: '", path, "': ", what, " '", name,
+             "' is an undefined tensor");
+  }
+}
+
+/// Writes each defined tensor of ts as a dataset of g. Duplicates are found here, mid-write; the
+/// atomic file then makes sure nothing of this save survives.
+void write_tensors(h5::Group& g, const NamedTensors& ts, const std::string& path,
+                   const char* what) {
+  for (const auto& [name, t] : ts) {
+    if (!t.defined()) continue;
+    TG_CHECK(!g.has(name), "save_checkpoint: '", path, "': duplicate ", what, " name '", name, "'");
+    g.write_tensor(name, t);
+  }
+}
+
+NamedTensors read_tensors(const h5::Group& g) {
+  NamedTensors out;
+  for (const std::string& name : g.children()) {
+    if (g.kind_of(name) == h5::ObjectKind::Dataset) {
+      out.emplace_back(name, g.open_dataset(name).read_tensor());
+    }
+  }
+  return out;
+}
+
+TrainState read_state(const h5::Group& g, const std::string& path) {
+  TrainState st;
+  for (const char* a : {"step", "epoch", "batch_in_epoch", "seed"}) {
+    TG_CHECK(g.has_attribute(a), "load_checkpoint: '", path, "': train_state has no attribute '", a,
+             "'");
+  }
+  st.step = g.open_attribute("step").read_int();
+  st.epoch = g.open_attribute("epoch").read_int();
+  st.batch_in_epoch = g.open_attribute("batch_in_epoch").read_int();
+  st.seed = g.open_attribute("seed").read_uint();
+  if (g.has(kConfig)) st.config_json = g.open_dataset(kConfig).read_string();
+  if (g.has(kMomentumGroup)) st.momentum_buffers = read_tensors(g.open_group(kMomentumGroup));
+  if (g.has(kScalarsGroup)) {
+    h5::Group sg = g.open_group(kScalarsGroup);
+    for (const std::string& name : sg.children()) {
+      if (sg.kind_of(name) != h5::ObjectKind::Dataset) continue;
+      h5::Dataset d = sg.open_dataset(name);
+      int64_t numel = 1;
+      for (int64_t v : d.shape()) numel *= v;
+      TG_CHECK(numel == 1, "load_checkpoint: '", path, "': scalar '", name,
+               "' of train_state has shape ", d.shape());
+      TG_CHECK(d.stored_type().cls == h5::StoredType::Class::Float ||
+                   d.stored_type().cls == h5::StoredType::Class::Integer,
+               "load_checkpoint: '", path, "': scalar '", name, "' of train_state holds ",
+               d.stored_type().describe());
+      double v = 0;
+      d.read(&v, DType::Float64);
+      st.scalars[name] = v;
+    }
+  }
+  return st;
+}
+
+}  // namespace
+
+bool Checkpoint::has_param(const std::string& name) const {
+  for (const auto& p : params) {
+    if (p.first == name) return true;
+  }
+  return false;
+}
+
+const Tensor& Checkpoint::param(const std::string& name) const {
+  std::string names;
+  for (const auto& p : params) {
+    if (p.first == name) return p.second;
+    names += (names.empty() ? "" : ", ") + p.first;
+  }
+  TG_THROW("checkpoint: no parameter '", name, "' (it has: ", names.empty() ? "none" : names, ")");
+}
+
+void save_checkpoint(const std::string& path, const NamedTensors& params, const TrainState* state) {
+  check_tensors(path, params, "parameter", false);
+  for (const auto& p : params) {
+    TG_CHECK(p.first != kStateGroup, "save_checkpoint: '", path, "': the name '", kStateGroup,
+             "' is reserved for the training state");
+  }
+  if (state) {
+    check_tensors(path, state->momentum_buffers, "momentum buffer", true);
+    for (const auto& s : state->scalars) check_name(path, s.first, "scalar");
+  }
+  h5::AtomicFile out(path);
+  {
+    h5::File& f = out.file();
+    f.set_attr_string("tapegrad_format", "checkpoint");
+    f.set_attr_int("tapegrad_format_version", 1);
+    write_tensors(f, params, path, "parameter");
+    if (state) {
+      h5::Group g = f.create_group(kStateGroup);
+      g.set_attr_int("step", state->step);
+      g.set_attr_int("epoch", state->epoch);
+      g.set_attr_int("batch_in_epoch", state->batch_in_epoch);
+      g.set_attr_uint("seed", state->seed);
+      g.write_string(kConfig, state->config_json);
+      h5::Group mg = g.create_group(kMomentumGroup);
+      write_tensors(mg, state->momentum_buffers, path, "momentum buffer");
+      h5::Group sg = g.create_group(kScalarsGroup);
+      for (const auto& [name, value] : state->scalars) {
+        sg.create_dataset(name, DType::Float64, {}).write(&value, DType::Float64);
+      }
+    }
+  }
+  out.commit();
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  h5::File f = h5::File::open(path);
+  Checkpoint ck;
+  ck.params = read_tensors(f);
+  if (f.kind_of(kStateGroup) == h5::ObjectKind::Group) {
+    ck.state = read_state(f.open_group(kStateGroup), path);
+  }
+  return ck;
+}
+
+}  // namespace tg::io

@@ -1,0 +1,62 @@
+// Checkpoints: named parameters plus optional training state, in one HDF5 file.
+//
+// Layout (SPEC.md "Files"):
+//   /<param name>                        one dataset per parameter, exactly its name, shape and
+//   dtype /train_state/                        group, present when a TrainState was saved;
+//   attributes
+//                                        step, epoch, batch_in_epoch (int64) and seed (uint64)
+//   /train_state/config_json             scalar string dataset
+//   /train_state/momentum_buffer/<name>  one dataset per momentum buffer, named by its parameter
+//   /train_state/scalars/<name>          scalar float64 datasets
+// and root attributes tapegrad_format = "checkpoint", tapegrad_format_version = 1. Python reads the
+// parameters with {k: torch.from_numpy(f[k][()]) for k in f if isinstance(f[k], h5py.Dataset)}.
+// Saves are atomic: the file is written under a temporary name, synced, and renamed over path.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tg::io {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+/// Everything besides the parameters that is needed to resume training exactly.
+struct TrainState {
+  int64_t step = 0;            ///< optimizer steps taken
+  int64_t epoch = 0;           ///< current epoch
+  int64_t batch_in_epoch = 0;  ///< batches of the current epoch already consumed
+  uint64_t seed = 0;           ///< the run's seed (data order and initialisation derive from it)
+  std::string config_json;     ///< the run's configuration
+  /// Optimizer momentum buffers by parameter name. Undefined tensors (no buffer yet) are not saved.
+  NamedTensors momentum_buffers;
+  /// Any other numbers worth keeping (learning rate now, best validation loss, ...).
+  std::map<std::string, double> scalars;
+};
+
+struct Checkpoint {
+  NamedTensors params;              ///< CPU tensors, in the order they were saved
+  std::optional<TrainState> state;  ///< present when the file has a train_state group
+
+  bool has_param(const std::string& name) const;
+  /// The parameter of that name; throws tg::Error listing the names present when missing.
+  const Tensor& param(const std::string& name) const;
+};
+
+/// Writes params (and state, when not null) to path atomically. Tensors may live on CUDA (copied to
+/// the host); dtypes are preserved. Names must be non-empty, free of '/', not "train_state" and
+/// unique. On any error the previous file at path is left as it was and no temporary file remains.
+void save_checkpoint(const std::string& path, const NamedTensors& params,
+                     const TrainState* state = nullptr);
+
+/// Reads a checkpoint: every dataset at the root is a parameter (float32 or float64), the
+/// train_state group, when present, becomes Checkpoint::state. Throws tg::Error for a missing file,
+/// a file that is not HDF5, a truncated or corrupt one, or malformed training state.
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace tg::io

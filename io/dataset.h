@@ -1,0 +1,191 @@
+// HDF5 datasets of (input, target) samples: inspection, a prefetching batch reader, and writers.
+//
+// File layout (SPEC.md "Files"): two datasets at the root, `x` (N, Cin, H, W) and
+// `y` (N, Cout, Ho, Wo), float32 (float64 is accepted and converted), the same N >= 1. Other names
+// can be chosen.
+//
+// Reading: a batch reads only its rows; the whole file is never loaded. Filtered (compressed) data
+// goes through HDF5 with one hyperslab read per run of consecutive indices; unfiltered data is read
+// with parallel pread()s at the rows' file offsets (HDF5 runs its data path on one thread under a
+// global lock, which caps it at one core). A background thread reads the next batch into pinned
+// host tensors while the caller works on the current one. Every batch is checked for NaN/Inf.
+// Writing: chunked (one sample, or a few small ones, per chunk), by default byte-shuffled and
+// gzip-compressed; see DatasetWriterOptions for the speed trade-off.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tg::io {
+
+/// Shapes and stored element types of a dataset file's x and y.
+struct DatasetInfo {
+  Shape x_shape, y_shape;                                    ///< full shapes, N first
+  DType x_dtype = DType::Float32, y_dtype = DType::Float32;  ///< as stored in the file
+  int64_t num_samples() const { return x_shape.empty() ? 0 : x_shape[0]; }
+};
+
+/// Opens path and checks that x_name and y_name are datasets of rank 4 with float32 or float64
+/// elements, every dimension >= 1, and the same N. Throws tg::Error naming the file and the dataset
+/// ("dataset 'y' in 'data.h5': expected rank 4 (N, C, H, W), got 2 ([10, 3])").
+DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name = "x",
+                            const std::string& y_name = "y");
+
+/// One batch of samples.
+struct Batch {
+  Tensor x, y;        ///< (B, ...) host tensors (pinned when options.pinned and CUDA is built)
+  int64_t epoch = 0;  ///< the training epoch; -1 for a validation batch
+  int64_t index_in_epoch = 0;  ///< batch number within its epoch (or within the validation set)
+  /// The file row of each sample of the batch, in the batch's order (ascending: see DatasetReader).
+  std::vector<int64_t> indices;
+  bool validation = false;
+};
+
+struct DatasetReaderOptions {
+  std::string path;
+  std::string x_name = "x";
+  std::string y_name = "y";
+  int64_t batch_size = 32;
+  /// Shuffle the training samples each epoch (a permutation from (seed, epoch)); else file order.
+  bool shuffle = true;
+  uint64_t seed = 0;
+  /// In [0, 1): the last floor(N * val_fraction) samples of the file are the validation set (never
+  /// shuffled, never in training batches).
+  double val_fraction = 0.0;
+  /// Drop the last training batch of an epoch when it has fewer than batch_size samples.
+  bool drop_last = false;
+  /// Read the next batch on a background thread while the caller works on the current one.
+  bool prefetch = true;
+  DType dtype = DType::Float32;  ///< element type of the batch tensors (the file's is converted)
+  bool pinned = true;        ///< page-locked host memory (for fast, asynchronous copies to CUDA)
+  bool check_finite = true;  ///< throw on NaN or Inf in a batch
+  /// Read unfiltered data (no compression, no checksum, stored type == dtype) with parallel
+  /// pread()s straight into the batch buffer, bypassing HDF5's single-threaded data path. Data that
+  /// does not qualify is read through HDF5 hyperslabs.
+  bool direct_io = true;
+  /// Threads for direct reads (each also checks its part for NaN/Inf); 0 = min(8, hardware
+  /// threads).
+  int io_threads = 0;
+};
+
+/// Reads batches from an HDF5 dataset file.
+///
+/// Training order of epoch e: a permutation of the training indices [0, n_train) drawn from
+/// (seed, e) by Fisher-Yates (identity when !shuffle), cut into consecutive batches. It depends
+/// only on (seed, e), so start_epoch(e, k) yields exactly the batches k, k+1, ... that an
+/// uninterrupted epoch yields (exact resume). The rows of one batch are delivered in ascending
+/// file order (the set of rows is the permutation's; sorted runs are read straight into the batch
+/// buffer); Batch::indices says which row is where.
+///
+/// Batch tensors come from a small pool of buffers that is reused only once the caller holds no
+/// reference to a buffer any more, so a batch stays valid for as long as the caller keeps it.
+///
+/// Errors (missing or malformed file, read failures, NaN/Inf) are tg::Error naming the file, the
+/// dataset and, for bad values, the sample index. An error raised on the background thread is
+/// rethrown by the next()/next_val() call that would have returned that batch; that batch counts as
+/// delivered and the following call continues with the next one.
+///
+/// Not thread safe: one thread calls start_epoch/next/start_val/next_val.
+class DatasetReader {
+ public:
+  explicit DatasetReader(DatasetReaderOptions options);
+  ~DatasetReader();
+  DatasetReader(const DatasetReader&) = delete;
+  DatasetReader& operator=(const DatasetReader&) = delete;
+
+  const DatasetReaderOptions& options() const;
+  const DatasetInfo& info() const;
+  int64_t num_samples() const;
+  int64_t num_train() const;  ///< N - num_val()
+  int64_t num_val() const;    ///< floor(N * val_fraction)
+  int64_t num_train_batches() const;
+  int64_t num_val_batches() const;
+
+  /// The training order of an epoch (a permutation of [0, num_train())).
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+
+  /// Starts training epoch `epoch`, skipping its first skip_batches batches (0 <= skip_batches <=
+  /// num_train_batches()). Discards whatever was prefetched for the training stream.
+  void start_epoch(int64_t epoch, int64_t skip_batches = 0);
+  /// The next training batch of the current epoch; false when the epoch is exhausted.
+  bool next(Batch& out);
+
+  /// Starts a pass over the validation set (independent of the training stream, which keeps its
+  /// place). Throws when there is no validation set.
+  void start_val();
+  /// The next validation batch; false when the pass is over.
+  bool next_val(Batch& out);
+
+  /// Whether x / y are read directly (see DatasetReaderOptions::direct_io), and if not, why.
+  bool direct_x() const;
+  bool direct_y() const;
+  std::string direct_info() const;
+
+  /// Reads the given rows synchronously, in the given order (duplicates allowed). For inspection
+  /// and tests; does not disturb the streams. epoch and index_in_epoch of the result are 0.
+  Batch read(const std::vector<int64_t>& indices) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Options of DatasetWriter and write_dataset.
+///
+/// Speed: float data of random-looking values compresses poorly (gzip 1 + shuffle saves ~15% on
+/// normal samples) while gzip costs ~5x in write time and caps reading at one core's inflate speed
+/// (~0.3 GB/s). For large training sets prefer compression_level = 0 (and checksum = false), which
+/// lets DatasetReader read directly with several threads.
+struct DatasetWriterOptions {
+  std::string x_name = "x";
+  std::string y_name = "y";
+  DType dtype = DType::Float32;  ///< element type stored in the file (tensors are converted)
+  int compression_level = 1;     ///< gzip level 0..9; 0 = uncompressed
+  bool shuffle_filter = true;    ///< byte shuffle before gzip (helps float data; unused at level 0)
+  /// fletcher32 checksum per chunk. Compressed chunks are already checked by deflate's adler32;
+  /// this is for uncompressed data (and then disables DatasetReader's direct reads).
+  bool checksum = false;
+  /// Samples per chunk; 0 = automatic (as many as fit in 64 KiB, at least 1).
+  int64_t chunk_rows = 0;
+  bool check_finite = true;  ///< refuse to write NaN or Inf
+};
+
+/// Writes a dataset file batch by batch, so that sets larger than memory can be produced.
+///
+/// The file is written under a temporary name and renamed to path by close() once all total_n
+/// samples have been appended, so a crash never leaves a half-written file at path. Destroying a
+/// writer that was not closed removes the temporary file.
+class DatasetWriter {
+ public:
+  /// x_sample_shape / y_sample_shape: the shape of one sample (e.g. {Cin, H, W}).
+  DatasetWriter(const std::string& path, const Shape& x_sample_shape, const Shape& y_sample_shape,
+                int64_t total_n, const DatasetWriterOptions& options = {});
+  ~DatasetWriter();
+  DatasetWriter(const DatasetWriter&) = delete;
+  DatasetWriter& operator=(const DatasetWriter&) = delete;
+
+  /// Appends B samples: x_batch (B, x_sample_shape...), y_batch (B, y_sample_shape...), any device,
+  /// float32 or float64.
+  void append(const Tensor& x_batch, const Tensor& y_batch);
+  int64_t written() const { return written_; }
+  int64_t total() const { return total_; }
+  /// Checks that all samples were written, then moves the file into place.
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t written_ = 0, total_ = 0;
+};
+
+/// Writes x (N, ...) and y (N, ...) as a complete dataset file (see DatasetWriter).
+void write_dataset(const std::string& path, const Tensor& x, const Tensor& y,
+                   const std::string& x_name = "x", const std::string& y_name = "y");
+void write_dataset(const std::string& path, const Tensor& x, const Tensor& y,
+                   const DatasetWriterOptions& options);
+
+}  // namespace tg::io

@@ -1,0 +1,297 @@
+// A small RAII layer over the HDF5 C API.
+//
+// Every HDF5 identifier lives in a movable, non-copyable handle that closes it in its destructor
+// (File, Group, Dataset, Dataspace, Attribute, PropList). Every failure becomes a tg::Error that
+// names the file, the object and what failed, followed by HDF5's own innermost message, e.g.
+//   "hdf5: cannot open '/tmp/x.h5': not an HDF5 file (no HDF5 signature)"
+//   "hdf5: cannot read dataset 'x' in 'data.h5' (HDF5: inflate() failed)".
+// HDF5's automatic error printing is switched off on every thread that uses this layer.
+//
+// This header does not include <hdf5.h>: identifiers are held as int64_t (HDF5's hid_t since 1.10)
+// and types are described with tg::DType, so code that includes it needs no HDF5 include path.
+//
+// Threads: the HDF5 library may be built without thread safety, and the batch loader calls it from
+// a background thread. Every call made through this layer therefore holds one process-wide
+// recursive lock (library_mutex()) for its duration. Code that calls the HDF5 C API directly while
+// other threads use this layer must hold that lock too.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace tg::io::h5 {
+
+using hid = int64_t;
+
+/// The lock that serialises every call into the HDF5 library made through this layer.
+std::recursive_mutex& library_mutex();
+
+/// The version of the HDF5 library in use, "1.10.8".
+std::string library_version();
+
+/// An owned HDF5 identifier of one kind, closed by the destructor (which never throws; a failure
+/// to close is printed to stderr). Movable, not copyable.
+class Handle {
+ public:
+  enum class Kind { File, Group, Dataset, Dataspace, Attribute, PropList, Datatype };
+
+  Handle() = default;
+  Handle(hid id, Kind kind) : id_(id), kind_(kind) {}
+  Handle(Handle&& other) noexcept;
+  Handle& operator=(Handle&& other) noexcept;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle();
+
+  hid id() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  Kind kind() const { return kind_; }
+  /// Closes now; throws tg::Error when HDF5 reports a failure (for a file: data not written).
+  void close();
+  /// Gives up ownership without closing.
+  hid release();
+
+ private:
+  hid id_ = -1;
+  Kind kind_ = Kind::PropList;
+};
+
+/// A property list (file/dataset creation or access). Only created by this layer's .cpp; exposed so
+/// that callers can hold one.
+class PropList : public Handle {
+ public:
+  PropList() = default;
+  explicit PropList(hid id) : Handle(id, Kind::PropList) {}
+};
+
+/// The shape of a dataset or of a buffer in memory, and a selection of its elements.
+class Dataspace : public Handle {
+ public:
+  Dataspace() = default;
+  explicit Dataspace(hid id) : Handle(id, Kind::Dataspace) {}
+
+  /// A simple dataspace with these dimensions; an empty shape gives a scalar dataspace.
+  static Dataspace simple(const Shape& dims);
+  static Dataspace scalar();
+
+  Shape dims() const;
+  int64_t rank() const;
+  /// Number of elements selected (all of them after creation).
+  int64_t selected() const;
+  void select_all();
+  void select_none();
+  /// Selects the block [start, start + count) (one entry per dimension). With add, the block is
+  /// added to the current selection (H5S_SELECT_OR); otherwise it replaces it. Note that HDF5
+  /// transfers the elements of a selection in ascending file order, whatever order blocks were
+  /// added in.
+  void select_block(const Shape& start, const Shape& count, bool add = false);
+  /// Selects rows [start, start + count) of the first dimension and everything of the others.
+  void select_rows(int64_t start, int64_t count, bool add = false);
+};
+
+class Attribute : public Handle {
+ public:
+  Attribute() = default;
+  Attribute(hid id, std::string file, std::string owner, std::string name)
+      : Handle(id, Kind::Attribute),
+        file_(std::move(file)),
+        owner_(std::move(owner)),
+        name_(std::move(name)) {}
+
+  const std::string& name() const { return name_; }
+  /// Reads a scalar integer attribute (any stored integer type; throws for other classes).
+  int64_t read_int() const;
+  uint64_t read_uint() const;
+  /// Reads a scalar float or integer attribute as double.
+  double read_double() const;
+  /// Reads a string attribute (fixed-length or variable-length).
+  std::string read_string() const;
+
+ private:
+  std::string where() const;
+  std::string file_, owner_, name_;
+};
+
+/// What a dataset stores, as far as this layer cares.
+struct StoredType {
+  enum class Class { Float, Integer, String, Other };
+  Class cls = Class::Other;
+  size_t size = 0;  ///< bytes per element
+  /// "float32", "int64", "string", "other (8 bytes)"
+  std::string describe() const;
+};
+
+/// Options of Group::create_dataset.
+struct DatasetCreateOptions {
+  Shape chunk;           ///< chunk dimensions; empty means contiguous storage (no filters possible)
+  int gzip_level = 0;    ///< 0 = no compression, 1..9 = deflate (needs chunk)
+  bool shuffle = false;  ///< byte shuffle filter before deflate (needs chunk)
+  bool fletcher32 = false;  ///< checksum every chunk, so corruption is detected on read
+  /// Bytes of the chunk cache of the returned handle (0 = HDF5's default, 1 MiB).
+  size_t chunk_cache_bytes = 0;
+};
+
+/// Shared by groups (and the file, which is its root group) and datasets: a name and attributes.
+class Object : public Handle {
+ public:
+  Object() = default;
+  Object(hid id, Kind kind, std::string file, std::string name)
+      : Handle(id, kind), file_(std::move(file)), name_(std::move(name)) {}
+
+  /// The path of the file this object lives in.
+  const std::string& file_name() const { return file_; }
+  /// The object's path inside the file ("/" for the root group, "/train_state/step").
+  const std::string& name() const { return name_; }
+
+  bool has_attribute(const std::string& name) const;
+  Attribute open_attribute(const std::string& name) const;
+  /// Scalar attributes (an existing attribute of the same name is replaced).
+  void set_attr_int(const std::string& name, int64_t value);
+  void set_attr_uint(const std::string& name, uint64_t value);
+  void set_attr_double(const std::string& name, double value);
+  void set_attr_string(const std::string& name, const std::string& value);
+
+ protected:
+  /// "'x' in 'data.h5'" for messages.
+  std::string where() const;
+  std::string child_path(const std::string& child) const;
+  std::string file_, name_;
+};
+
+/// Where a dataset's bytes lie in its file, for direct reads that bypass HDF5 (the batch loader
+/// reads unfiltered data with parallel pread()s).
+struct RawLayout {
+  /// The stored bytes are exactly the elements of the requested memory type: no filters, an element
+  /// type equal to the native one, no user block, and a contiguous layout or chunks that span whole
+  /// rows (every dimension but the first complete).
+  bool direct = false;
+  std::string why_not;      ///< when !direct, the reason ("filters", "element type", ...)
+  bool contiguous = false;  ///< one block of bytes at `offset`
+  int64_t offset = -1;      ///< contiguous: file offset of element 0 (-1 when not allocated)
+  int64_t chunk_rows = 0;   ///< chunked: rows per chunk
+};
+
+class Dataset : public Object {
+ public:
+  Dataset() = default;
+  Dataset(hid id, std::string file, std::string name)
+      : Object(id, Kind::Dataset, std::move(file), std::move(name)) {}
+
+  Shape shape() const;
+  /// The dataset's dataspace (a fresh copy; select on it to read part of the dataset).
+  Dataspace space() const;
+  StoredType stored_type() const;
+  /// float32 or float64 for a stored IEEE float of 4 or 8 bytes; throws naming the dataset
+  /// otherwise.
+  DType float_dtype() const;
+  /// Chunk dimensions; empty when the dataset is not chunked.
+  Shape chunk() const;
+  /// How the bytes are stored, and whether they can be read directly as mem_type elements.
+  RawLayout raw_layout(DType mem_type) const;
+  /// File offset of the chunk whose first row is `row` (a multiple of the chunk's rows); -1 when
+  /// the chunk is not allocated. Only for datasets chunked along the first dimension.
+  int64_t chunk_offset(int64_t row) const;
+
+  /// Reads the selected elements of file_space into the selected elements of mem_space, converting
+  /// to mem_type. dst must hold mem_space's extent. what (e.g. "samples 3..7") is added to errors.
+  void read(void* dst, DType mem_type, const Dataspace& mem_space, const Dataspace& file_space,
+            const std::string& what = "") const;
+  /// Reads the whole dataset (dst holds numel elements of mem_type).
+  void read(void* dst, DType mem_type) const;
+  void write(const void* src, DType mem_type, const Dataspace& mem_space,
+             const Dataspace& file_space);
+  void write(const void* src, DType mem_type);
+
+  /// The whole float dataset as a CPU tensor of its stored dtype.
+  Tensor read_tensor() const;
+  /// A scalar string dataset's value (fixed- or variable-length).
+  std::string read_string() const;
+};
+
+enum class ObjectKind { None, Group, Dataset, Other };
+
+class Group : public Object {
+ public:
+  Group() = default;
+  Group(hid id, std::string file, std::string name, Kind kind = Kind::Group)
+      : Object(id, kind, std::move(file), std::move(name)) {}
+
+  /// What the link `name` (a direct child, no '/') points to; None when there is no such link.
+  ObjectKind kind_of(const std::string& name) const;
+  bool has(const std::string& name) const { return kind_of(name) != ObjectKind::None; }
+  /// Names of the direct children, in creation order when the group tracks it, else by name.
+  std::vector<std::string> children() const;
+
+  Group open_group(const std::string& name) const;
+  /// Creates a group that tracks the creation order of its links.
+  Group create_group(const std::string& name);
+  Dataset open_dataset(const std::string& name) const;
+  /// Opens a dataset with a chunk cache of cache_bytes (for a reader of chunked data).
+  Dataset open_dataset(const std::string& name, size_t cache_bytes) const;
+  /// Creates a dataset of the given element type (stored little-endian IEEE) and shape.
+  Dataset create_dataset(const std::string& name, DType type, const Shape& shape,
+                         const DatasetCreateOptions& options = {});
+  /// Creates a dataset holding t (copied to the host if needed), contiguous, dtype preserved.
+  Dataset write_tensor(const std::string& name, const Tensor& t);
+  /// Creates a scalar fixed-length string dataset (h5py reads it as bytes).
+  Dataset write_string(const std::string& name, const std::string& value);
+};
+
+class File : public Group {
+ public:
+  File() = default;
+
+  /// Opens an existing file. Errors say whether the file is missing, not HDF5, or
+  /// truncated/corrupt.
+  static File open(const std::string& path, bool writable = false);
+  /// Creates a file, replacing an existing one. The root group tracks link creation order.
+  static File create(const std::string& path);
+  /// True when path exists and starts with an HDF5 signature (no exception for missing files).
+  static bool is_hdf5(const std::string& path);
+
+  const std::string& path() const { return file_; }
+  /// Writes buffered data to the file.
+  void flush();
+  /// Flushes and closes now, throwing when either fails (the destructor only logs). Close every
+  /// dataset, group and attribute of the file first: HDF5 keeps the file open while they live.
+  void close();
+
+ private:
+  File(hid id, std::string path) : Group(id, std::move(path), "/", Kind::File) {}
+};
+
+/// An HDF5 file written under a temporary name and moved over its destination only when complete,
+/// so that a crash or an error while writing leaves any previous file at path intact.
+///
+/// The file is created as `path + ".tmp-<pid>-<n>"`. commit() closes it, flushes it to disk (fsync)
+/// and renames it over path (then syncs the directory). Destroying an AtomicFile that was not
+/// committed closes and removes the temporary file.
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path);
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  ~AtomicFile();
+
+  File& file() { return file_; }
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_; }
+  /// Closes the file (every object of it must be closed already), syncs and renames it into place.
+  void commit();
+  /// Closes and removes the temporary file (the destructor does this when not committed).
+  void abandon() noexcept;
+
+ private:
+  std::string path_, temp_;
+  File file_;
+  bool done_ = false;
+};
+
+}  // namespace tg::io::h5
