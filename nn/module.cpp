@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <set>
+#include <sstream>
 
 #include "core/autograd.h"
 
@@ -65,18 +66,26 @@ void Module::load_state_dict(const NamedTensors& state) {
   NamedTensors mine = named_parameters();
   std::set<std::string> known;
   for (const auto& [name, p] : mine) known.insert(name);
+  // Every difference, in one message: unexpected names, missing names, wrong shapes.
+  std::ostringstream problems;
+  int count = 0;
   for (const auto& [name, t] : state)
-    TG_CHECK(known.count(name), "load_state_dict: unexpected parameter '", name,
-             "' (the model has no parameter of that name)");
+    if (!known.count(name)) {
+      problems << (count++ ? "; " : "") << "unexpected parameter '" << name << "'";
+    }
   for (auto& [name, p] : mine) {
     const Tensor* src = nullptr;
     for (const auto& [n, t] : state)
       if (n == name) src = &t;
-    TG_CHECK(src != nullptr, "load_state_dict: missing parameter '", name, "' (expected shape ",
-             p.shape(), ")");
-    TG_CHECK(src->shape() == p.shape(), "load_state_dict: parameter '", name, "': expected shape ",
-             p.shape(), ", got ", src->shape());
+    if (src == nullptr) {
+      problems << (count++ ? "; " : "") << "missing parameter '" << name << "' (expected shape "
+               << shape_str(p.shape()) << ")";
+    } else if (src->shape() != p.shape()) {
+      problems << (count++ ? "; " : "") << "parameter '" << name << "': expected shape "
+               << shape_str(p.shape()) << ", got " << shape_str(src->shape());
+    }
   }
+  TG_CHECK(count == 0, "load_state_dict: ", problems.str());
   autograd::NoGradGuard no_grad;
   for (auto& [name, p] : mine)
     for (const auto& [n, t] : state)

@@ -1,0 +1,27 @@
+// A synthetic teacher-student dataset: x ~ U[0, 1), y = teacher(x) + noise * N(0, 1), where the
+// teacher is the seed's model with its own random parameters (seeded). A student trained on it can
+// bring the loss close to the noise floor (noise^2).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tg::io {
+
+struct SyntheticOptions {
+  int64_t samples = 512;
+  int64_t in_channels = 3;
+  int64_t out_channels = 8;
+  int64_t height = 16;
+  int64_t width = 16;
+  int64_t kernel = 3;
+  int64_t groups = 4;
+  double noise = 0.05;
+  uint64_t seed = 1;
+  int64_t batch = 256;  ///< samples generated and appended at a time
+};
+
+/// Writes the dataset to path (datasets "x" and "y", chunked, compressed), batch by batch.
+void write_synthetic_dataset(const std::string& path, const SyntheticOptions& options);
+
+}  // namespace tg::io
