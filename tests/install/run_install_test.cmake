@@ -8,6 +8,7 @@ if(NOT rc EQUAL 0)
 endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${TG_SOURCE_DIR}/tests/install/consumer -B ${TG_WORK_DIR}/build
                 -DCMAKE_PREFIX_PATH=${TG_WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release
+                -DTG_EXAMPLES_DIR=${TG_SOURCE_DIR}/examples
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "configuring the consumer project failed (${rc})")
@@ -19,4 +20,8 @@ endif()
 execute_process(COMMAND ${TG_WORK_DIR}/build/consumer RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the consumer program failed (${rc})")
+endif()
+execute_process(COMMAND ${TG_WORK_DIR}/build/research_loop ${TG_WORK_DIR} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "research_loop failed (${rc})")
 endif()
