@@ -232,7 +232,7 @@ void save_params(ConvBlockNode& n, const Tensor& x, const ConvBlockParams& p, co
 }
 #endif
 
-std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
+[[maybe_unused]] std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
   return {x, p.weight, p.conv_bias, p.bias, p.scale, p.gn_weight, p.gn_bias};
 }
 

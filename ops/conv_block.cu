@@ -57,19 +57,33 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Loads the input tile (Cin x IH x IW, zero outside the image) of sample n at (iy0, ix0).
+// Starts copying the input tile (Cin x IH x IW, zero outside the image) of sample n at (iy0, ix0)
+// into shared memory with cp.async (no registers, no wait): the kernels issue the next tile's copy
+// before computing on the current one, so the loads' latency hides behind the arithmetic.
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool valid) {
+  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 template <int CIN, class C>
-__device__ void load_x_tile(float* xs, const float* __restrict__ x_n, int H, int W, int iy0,
-                            int ix0) {
+__device__ void issue_x_tile(float* xs, const float* __restrict__ x_n, int H, int W, int iy0,
+                             int ix0) {
   for (int i = threadIdx.x; i < CIN * C::IH * C::IW; i += C::THREADS) {
     const int c = i % C::IW;
     const int r = (i / C::IW) % C::IH;
     const int ci = i / (C::IW * C::IH);
     const int gy = iy0 + r, gx = ix0 + c;
-    float v = 0.f;
-    if (gy < H && gx < W) v = __ldg(x_n + (size_t(ci) * H + gy) * W + gx);
-    xs[(ci * C::IH + r) * C::PITCH + c] = v;
+    const bool valid = gy < H && gx < W;
+    cp_async4(xs + (ci * C::IH + r) * C::PITCH + c,
+              valid ? x_n + (size_t(ci) * H + gy) * W + gx : x_n, valid);
   }
+  cp_async_commit();
 }
 
 struct TileCoord {
@@ -88,13 +102,14 @@ __device__ __forceinline__ TileCoord tile_coord(int tile, int tiles_x, int tiles
 
 // ---- forward: conv + bias/scale/sigmoid epilogue + per-tile GroupNorm statistics ----------------
 template <int CIN, int COUT, int KS>
-__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
+__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
     forward_stats_kernel(const float* __restrict__ x, const float* __restrict__ w,
                          const float* __restrict__ conv_bias, const float* __restrict__ bias,
                          const float* __restrict__ scale, ConvBlockShape sh, float* __restrict__ z,
                          float4* __restrict__ tile_stats) {
   using C = Cfg<CIN, COUT, KS>;
-  __shared__ __align__(16) float xs[C::XS];
+  extern __shared__ __align__(16) float fsmem[];
+  float* xbuf = fsmem;                       // two input tiles, [2][CIN][IH][PITCH]
   __shared__ __align__(16) float ws[C::WS];  // [ci][kh][kw][co]
   __shared__ float red[C::WARPS][C::CPT];
   __shared__ float chan[COUT];
@@ -116,11 +131,23 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
-  for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+  auto issue = [&](int tile, float* buf) {
     const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    __syncthreads();  // the previous tile's readers are done with xs (and the weights are in)
-    load_x_tile<CIN, C>(xs, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
-    __syncthreads();
+    issue_x_tile<CIN, C>(buf, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
+  };
+  if (blockIdx.x < total) issue(blockIdx.x, xbuf);
+  int it = 0;
+  for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+    const float* xs = xbuf + (it & 1) * C::XS;
+    // The other buffer's readers finished at the end of the previous tile: fetch the next tile.
+    if (tile + int(gridDim.x) < total) {
+      issue(tile + gridDim.x, xbuf + ((it + 1) & 1) * C::XS);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this tile's copies (and the weights) are visible to every thread
 
     float acc[C::CPT][C::PX];
 #pragma unroll
@@ -231,6 +258,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
       tile_stats[(size_t(tc.n) * sh.G + t) * tiles_per_image + tc.tile_in_image] =
           make_float4(count, gmean[t * D], m2, 0.f);
     }
+    __syncthreads();  // done with xs, red and gmean of this tile
   }
 }
 
@@ -265,8 +293,21 @@ __global__ void normalize_kernel(const float* z, const float* __restrict__ mean,
   const float a = r * gamma[c], off = beta[c] - m * a;
   const size_t base = (size_t(n) * C + c) * HW;
   const int64_t lo = int64_t(blockIdx.x) * chunk, hi = min(HW, lo + chunk);
-  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
-    y[base + i] = sigmoidf((z[base + i] + b) * s) * a + off;
+  if ((HW % 4) == 0 && (chunk % 4) == 0) {  // float4: aligned since base and lo are multiples of 4
+    const float4* z4 = reinterpret_cast<const float4*>(z + base + lo);
+    float4* y4 = reinterpret_cast<float4*>(y + base + lo);
+    for (int64_t i = threadIdx.x; i < (hi - lo) / 4; i += blockDim.x) {
+      float4 v = z4[i];
+      v.x = sigmoidf((v.x + b) * s) * a + off;
+      v.y = sigmoidf((v.y + b) * s) * a + off;
+      v.z = sigmoidf((v.z + b) * s) * a + off;
+      v.w = sigmoidf((v.w + b) * s) * a + off;
+      y4[i] = v;
+    }
+  } else {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+      y[base + i] = sigmoidf((z[base + i] + b) * s) * a + off;
+  }
 }
 
 // ---- reductions for the backward ----------------------------------------------------------------
@@ -384,7 +425,7 @@ __global__ void reduce_finalize_kernel(const float* __restrict__ part, int N, in
 
 // ---- backward: dz per tile, per-channel d bias / d scale, weight gradient -------------------------
 template <int CIN, int COUT, int KS, bool LOSS>
-__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
+__global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
     backward_kernel(const float* __restrict__ x, const float* __restrict__ z,
                     const float* __restrict__ other, const float* __restrict__ mean,
                     const float* __restrict__ rstd, const float* __restrict__ A,
@@ -396,8 +437,8 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
                     float* __restrict__ dscale_part) {
   using C = Cfg<CIN, COUT, KS>;
   extern __shared__ __align__(16) float smem[];
-  float* xs = smem;              // [CIN][IH][PITCH]
-  float* dzs = smem + C::XS;     // [COUT][PPAD]
+  float* xbuf = smem;                // two input tiles, [2][CIN][IH][PITCH]
+  float* dzs = smem + 2 * C::XS;     // [COUT][PPAD]
   constexpr int CH_PER_WARP = COUT / C::WARPS;
 
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
@@ -423,10 +464,17 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
 #pragma unroll
   for (int k = 0; k < CH_PER_WARP; ++k) acc_db[k] = acc_ds[k] = 0.f;
 
-  for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+  auto issue = [&](int tile, float* buf) {
     const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    __syncthreads();  // previous tile's weight-gradient readers are done
-    load_x_tile<CIN, C>(xs, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
+    issue_x_tile<CIN, C>(buf, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
+  };
+  if (blockIdx.x < total) issue(blockIdx.x, xbuf);
+  int it = 0;
+  for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+    const float* xs = xbuf + (it & 1) * C::XS;
+    __syncthreads();  // the previous tile's weight-gradient readers are done with dzs and the buffer
+    if (tile + int(gridDim.x) < total) issue(tile + gridDim.x, xbuf + ((it + 1) & 1) * C::XS);
 
     // dz for every channel of the tile: warp -> channels, lanes -> pixels (coalesced rows).
 #pragma unroll
@@ -436,25 +484,44 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS)
       const float m = mean[ng], r = rstd[ng], a_ = A[ng] * gout * inv_m, b_ = B[ng] * gout * inv_m;
       const float bb = bias[co], sc = scale[co], gm = gamma[co], bt = beta[co];
       const size_t plane = (size_t(tc.n) * COUT + co) * sh.Ho;
-      for (int p = lane; p < C::TP; p += 32) {
-        const int r_ = p / C::TW, c_ = p % C::TW;
-        const int oy = tc.oy0 + r_, ox = tc.ox0 + c_;
-        float dzv = 0.f;
-        if (oy < sh.Ho && ox < sh.Wo) {
-          const size_t idx = (plane + oy) * sh.Wo + ox;
-          const float zb = z[idx] + bb;
-          const float s = sigmoidf(zb * sc);
-          const float xh = (s - m) * r;
-          const float dy = LOSS ? gs * (xh * gm + bt - other[idx]) : gs * other[idx];
-          const float ds = r * (dy * gm - a_ - xh * b_);
-          const float du = ds * s * (1.f - s);
-          dzv = du * sc;
-          acc_db[k] += dzv;
-          acc_ds[k] = fmaf(du, zb, acc_ds[k]);
-          if (dz_out) dz_out[idx] = dzv;
+      // 8 pixels per lane at a time: their z and target loads are all in flight together.
+      for (int p0 = 0; p0 < C::TP; p0 += 8 * 32) {
+        float zr[8], orr[8];
+        bool ok[8];
+        size_t idx[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int p = p0 + i * 32 + lane;
+          const int oy = tc.oy0 + p / C::TW, ox = tc.ox0 + p % C::TW;
+          ok[i] = p < C::TP && oy < sh.Ho && ox < sh.Wo;
+          idx[i] = (plane + oy) * sh.Wo + ox;
+          zr[i] = ok[i] ? __ldg(z + idx[i]) : 0.f;
+          orr[i] = ok[i] ? __ldg(other + idx[i]) : 0.f;
         }
-        dzs[co * C::PPAD + p] = dzv;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int p = p0 + i * 32 + lane;
+          float dzv = 0.f;
+          if (ok[i]) {
+            const float zb = zr[i] + bb;
+            const float s = sigmoidf(zb * sc);
+            const float xh = (s - m) * r;
+            const float dy = LOSS ? gs * (xh * gm + bt - orr[i]) : gs * orr[i];
+            const float ds = r * (dy * gm - a_ - xh * b_);
+            const float du = ds * s * (1.f - s);
+            dzv = du * sc;
+            acc_db[k] += dzv;
+            acc_ds[k] = fmaf(du, zb, acc_ds[k]);
+            if (dz_out) dz_out[idx[i]] = dzv;
+          }
+          if (p < C::TP) dzs[co * C::PPAD + p] = dzv;
+        }
       }
+    }
+    if (tile + int(gridDim.x) < total) {
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
     __syncthreads();
 
@@ -563,10 +630,12 @@ void forward_impl(const ConvBlockForwardArgs& a) {
   using C = Cfg<CIN, COUT, KS>;
   ConvBlockShape sh = a.shape;
   const auto kernel = forward_stats_kernel<CIN, COUT, KS>;
+  const size_t smem = size_t(2 * C::XS) * sizeof(float);
+  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int total = sh.N * sh.tiles_y * sh.tiles_x;
-  const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, 0, total);
+  const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, smem, total);
   cudaStream_t s = cuda::stream();
-  kernel<<<grid, C::THREADS, 0, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
+  kernel<<<grid, C::THREADS, smem, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
                                      reinterpret_cast<float4*>(a.tile_stats));
   TG_CUDA_CHECK_LAUNCH();
   const int NG = sh.N * sh.G;
@@ -581,8 +650,8 @@ void backward_impl(const ConvBlockBackwardArgs& a) {
   using C = Cfg<CIN, COUT, KS>;
   const ConvBlockShape sh = a.shape;
   const auto kernel = backward_kernel<CIN, COUT, KS, LOSS>;
-  const size_t smem = size_t(C::XS + COUT * C::PPAD) * sizeof(float);
-  static_assert(C::PSETS * C::WS <= C::XS + COUT * C::PPAD, "reduction scratch must fit");
+  const size_t smem = size_t(2 * C::XS + COUT * C::PPAD) * sizeof(float);
+  static_assert(C::PSETS * C::WS <= 2 * C::XS + COUT * C::PPAD, "reduction scratch must fit");
   TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int total = sh.N * sh.tiles_y * sh.tiles_x;
   const int grid = conv_block_backward_grid(a.shape, COUT);

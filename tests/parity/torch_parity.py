@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()
 
-    N, CIN, COUT, H, K, G, B = 12, 3, 8, 14, 3, 4, 4
+    N, CIN, COUT, H, K, G, B = 12, 3, 16, 14, 3, 4, 4  # 3 -> 16: the fused CUDA kernels run
     LR, MOM, WD = 0.05, 0.9, 0.01
     torch.manual_seed(0)
     ref = Model(CIN, COUT, K, G, (COUT, 1, 1), (COUT, 1, 1)).double()
