@@ -6,6 +6,7 @@
 // order. Accumulation type = T (float for float32, double for float64).
 #include <algorithm>
 
+#include "core/cuda_reduce.cuh"
 #include "core/cuda_utils.h"
 #include "ops/bias_scale_sigmoid.h"
 
@@ -19,32 +20,7 @@ constexpr int64_t kMaxGrid = 2147483647;
 __device__ __forceinline__ float sigmoid_dev(float u) { return 1.0f / (1.0f + expf(-u)); }
 __device__ __forceinline__ double sigmoid_dev(double u) { return 1.0 / (1.0 + exp(-u)); }
 
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sums a and b over the block (blockDim.x a multiple of 32) in a fixed order; the result is valid
-// in thread 0. shm holds 64 values. Safe to call repeatedly (syncs before reusing shm).
-template <typename T>
-__device__ void block_sum2(T& a, T& b, T* shm) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  a = warp_sum(a);
-  b = warp_sum(b);
-  __syncthreads();
-  if (lane == 0) {
-    shm[warp] = a;
-    shm[32 + warp] = b;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    a = lane < nwarps ? shm[lane] : T(0);
-    b = lane < nwarps ? shm[32 + lane] : T(0);
-    a = warp_sum(a);
-    b = warp_sum(b);
-  }
-}
+using cuda::block_sum2;
 
 template <typename T>
 __global__ void forward_kernel(const T* __restrict__ z, const T* __restrict__ bias,

@@ -18,11 +18,15 @@
 //                   registers, then the weight gradient dW += dz (x) im2col(x) in FP32 FMAs (each
 //                   thread: 4 output channels x 1 input channel x k x k taps, sliding along a row).
 //                   Per-CTA partials; backward_finalize sums them in fixed order: deterministic.
+#include "core/cuda_reduce.cuh"
 #include "core/cuda_utils.h"
 #include "ops/conv_block.h"
 
 namespace tg::ops::detail {
 namespace {
+
+using cuda::block_sum;
+using cuda::warp_sum;
 
 template <int CIN, int COUT, int KS>
 struct Cfg {
@@ -51,11 +55,6 @@ struct Cfg {
 
 __device__ __forceinline__ float sigmoidf(float u) { return __fdividef(1.0f, 1.0f + __expf(-u)); }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // Starts copying the input tile (Cin x IH x IW, zero outside the image) of sample n at (iy0, ix0)
 // into shared memory with cp.async (no registers, no wait): the kernels issue the next tile's copy
@@ -311,24 +310,6 @@ __global__ void normalize_kernel(const float* z, const float* __restrict__ mean,
 }
 
 // ---- reductions for the backward ----------------------------------------------------------------
-template <int NV>
-__device__ void block_sum(float (&v)[NV], float* scratch /* [32][NV] */) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-  for (int k = 0; k < NV; ++k) v[k] = warp_sum(v[k]);
-  __syncthreads();
-  if (lane == 0)
-#pragma unroll
-    for (int k = 0; k < NV; ++k) scratch[warp * NV + k] = v[k];
-  __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int k = 0; k < NV; ++k) {
-      v[k] = lane < nw ? scratch[lane * NV + k] : 0.f;
-      v[k] = warp_sum(v[k]);
-    }
-  }
-}
 
 // part[(n*C + c)*S + s] = {sum d^2, sum d, sum d*xhat} with d = y - t (LOSS) or d = dy (given).
 template <bool LOSS>

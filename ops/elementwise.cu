@@ -4,6 +4,7 @@
 // Reductions are deterministic: stage 1 has a fixed number of blocks (chosen from the sizes only)
 // that each write one double partial; stage 2 sums a group of partials in one block in a fixed
 // order. All accumulation is in double, for float32 as well.
+#include "core/cuda_reduce.cuh"
 #include "core/cuda_utils.h"
 #include "ops/elementwise.h"
 
@@ -20,20 +21,10 @@ __device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * b
 __device__ __forceinline__ float exp_of(float x) { return expf(x); }
 __device__ __forceinline__ double exp_of(double x) { return exp(x); }
 
-// Sum of v over the block (kThreads threads, all of which must call it); the result is valid in
-// thread 0. The order of additions is fixed, so the result is the same bits on every run.
+// Sum of v over the block (all kThreads threads call it); valid in thread 0; fixed order.
 __device__ double block_sum(double v) {
-  __shared__ double warp_sums[kThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kThreads / 32 ? warp_sums[lane] : 0.0;
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  }
-  return v;
+  __shared__ double scratch[32];
+  return cuda::block_sum(v, scratch);
 }
 
 template <typename T>

@@ -17,6 +17,7 @@
 // Accumulation type = T (float for float32, double for float64); every order is fixed.
 #include <algorithm>
 
+#include "core/cuda_reduce.cuh"
 #include "core/cuda_utils.h"
 #include "ops/group_norm.h"
 
@@ -79,31 +80,7 @@ __device__ Welford<T> block_merge(Welford<T> v, T* shm) {
   return v;
 }
 
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sums a and b over the block in a fixed order; valid in thread 0. shm holds 64 values.
-template <typename T>
-__device__ void block_sum2(T& a, T& b, T* shm) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  a = warp_sum(a);
-  b = warp_sum(b);
-  __syncthreads();
-  if (lane == 0) {
-    shm[warp] = a;
-    shm[32 + warp] = b;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    a = lane < nwarps ? shm[lane] : T(0);
-    b = lane < nwarps ? shm[32 + lane] : T(0);
-    a = warp_sum(a);
-    b = warp_sum(b);
-  }
-}
+using cuda::block_sum2;
 
 __device__ __forceinline__ float inv_sqrt(float v) { return 1.0f / sqrtf(v); }
 __device__ __forceinline__ double inv_sqrt(double v) { return 1.0 / sqrt(v); }

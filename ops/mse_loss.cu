@@ -4,6 +4,7 @@
 // double over a grid-stride slice, the block reduces (warp shuffles, then one warp over the warp
 // sums) and writes one partial. Stage 2, one block sums the partials in a fixed order and divides
 // by n. Backward: one grid-stride kernel, one thread per element, writes dy and dt.
+#include "core/cuda_reduce.cuh"
 #include "core/cuda_utils.h"
 #include "ops/mse_loss.h"
 
@@ -14,17 +15,8 @@ constexpr int kThreads = 256;  // the kernels and block_sum assume this block si
 
 // Sum of v over the block (all kThreads threads call it); valid in thread 0; fixed order.
 __device__ double block_sum(double v) {
-  __shared__ double warp_sums[kThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kThreads / 32 ? warp_sums[lane] : 0.0;
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  }
-  return v;
+  __shared__ double scratch[32];
+  return cuda::block_sum(v, scratch);
 }
 
 template <typename T>
