@@ -11,6 +11,7 @@ namespace {
 thread_local bool t_grad_mode = true;
 thread_local std::vector<std::shared_ptr<Node>> t_tape;
 thread_local size_t t_prune_at = 256;  // prune when the tape grows past this
+thread_local GradReadyHook t_grad_ready_hook;
 }  // namespace
 
 bool grad_mode_enabled() { return t_grad_mode; }
@@ -108,10 +109,11 @@ void check_grad_like(const Tensor& g, const Shape& shape, DType dtype, Device de
            shape_str(shape), ", got ", g.describe());
 }
 
-void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
-  Tensor current(leaf.grad);
+void accumulate_leaf(const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+  Tensor current(leaf->grad);
   accumulate(current, g);
-  leaf.grad = current.impl();
+  leaf->grad = current.impl();
+  if (t_grad_ready_hook) t_grad_ready_hook(Tensor(leaf));
 }
 
 }  // namespace
@@ -130,7 +132,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
              "made under NoGradGuard");
     check_grad_like(g, r.shape(), r.dtype(), r.device(), "backward");
     if (r.is_leaf()) {
-      accumulate_leaf(*r.impl(), g);
+      accumulate_leaf(r.impl(), g);
       continue;
     }
     TG_CHECK(!r.impl()->grad_fn.expired(),
@@ -182,7 +184,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
       check_grad_like(g, e.shape, e.dtype, e.device,
                       std::string("autograd: ") + node.name() + " backward, input " + std::to_string(i));
       if (e.leaf) {
-        accumulate_leaf(*e.leaf, g);
+        accumulate_leaf(e.leaf, g);
       } else {
         auto it = pending.find(e.id);
         if (it == pending.end()) {
@@ -203,6 +205,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
     prune_tape();
   }
 }
+
+void set_grad_ready_hook(GradReadyHook hook) { t_grad_ready_hook = std::move(hook); }
 
 size_t tape_size() { return t_tape.size(); }
 void clear_tape() { t_tape.clear(); }

@@ -121,6 +121,12 @@ void clear_tape();
 /// Removes the nodes that no live tensor can reach (done automatically; exposed for tests).
 void prune_tape();
 
+/// Called (on this thread) each time a backward has accumulated a gradient into a leaf's .grad().
+/// Data-parallel training uses it to start all-reducing a bucket of gradients as soon as the last
+/// of them is ready, while the rest of the backward runs. An empty function removes the hook.
+using GradReadyHook = std::function<void(const Tensor& leaf)>;
+void set_grad_ready_hook(GradReadyHook hook);
+
 /// this += g for gradient accumulation (same shape, dtype, device). Used by the engine.
 void accumulate(Tensor& into, const Tensor& g);
 

@@ -4,6 +4,7 @@
 //   tg-train --data data.h5 --epochs 5 --batch-size 64 --lr 0.05 --momentum 0.9 --output run
 //   tg-train --resume run/last.h5 --data data.h5 --output run
 //   tg-train make-data --output data.h5 --samples 4096 --in-channels 8 --out-channels 32 ...
+//   mpirun -np 2 tg-train --data data.h5 --batch-size 64   # data-parallel: 64 samples per rank
 //
 // Writes into --output: metrics.jsonl, loss.svg, last.h5 and best.h5 (lowest validation loss).
 // Exit codes: 0 done, 1 error (message on stderr), 2 bad arguments, 130 interrupted (Ctrl-C; the
@@ -20,9 +21,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "core/autograd.h"
 #include "core/cuda_context.h"
+#include "dist/process_group.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/synthetic.h"
@@ -40,10 +43,15 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 void on_sigint(int) { g_interrupted = true; }
 
+// The data-parallel group when this process was started by mpirun; main() aborts the whole job
+// through it after an error, so that no rank waits for this one.
+std::unique_ptr<dist::ProcessGroup> g_group;
+
 struct Config {
   std::string data, x_name = "x", y_name = "y", output = "run", device = "auto", tf32 = "on";
   std::string dtype = "float32", init, resume;
   int64_t groups = 0, epochs = 10, steps = 0, batch_size = 32, log_every = 10;
+  double dist_timeout = 300;
   double lr = 0.05, momentum = 0.9, dampening = 0.0, weight_decay = 0.0, val_fraction = 0.1;
   bool nesterov = false, no_shuffle = false, deterministic = false;
   uint64_t seed = 0;
@@ -59,7 +67,7 @@ struct Config {
                 {"dampening", dampening}, {"weight_decay", weight_decay},
                 {"val_fraction", val_fraction}, {"nesterov", nesterov},
                 {"shuffle", !no_shuffle}, {"deterministic", deterministic},
-                {"seed", seed}};
+                {"seed", seed}, {"dist_timeout", dist_timeout}};
   }
 };
 
@@ -84,10 +92,22 @@ class Trainer {
     TG_CHECK(device_ == Device::CPU || cuda::is_available(),
              "--device cuda, but no usable CUDA device was found");
     dtype_ = parse_dtype(cfg_.dtype);
+    if (dist::launched_by_mpi()) {
+      g_group = std::make_unique<dist::ProcessGroup>(device_, dist::Options{cfg_.dist_timeout});
+      rank_ = g_group->rank();
+      world_ = g_group->size();
+      if (rank_ != 0) quiet_ = true;
+    }
     ops::conv::set_allow_tf32(cfg_.tf32 == "on");
     ops::conv::set_deterministic(cfg_.deterministic);
 
-    if (cfg_.data.empty()) cfg_.data = builtin_dataset();
+    if (cfg_.data.empty()) {
+      if (rank_ == 0) cfg_.data = builtin_dataset();
+      if (g_group) {
+        g_group->allreduce_max(0);  // the others wait until rank 0 has written it
+        cfg_.data = (fs::path(cfg_.output) / "default-data.h5").string();
+      }
+    }
     io::DatasetInfo info = io::inspect_dataset(cfg_.data, cfg_.x_name, cfg_.y_name);
     build_model(info);
 
@@ -117,7 +137,9 @@ class Trainer {
     ro.path = cfg_.data;
     ro.x_name = cfg_.x_name;
     ro.y_name = cfg_.y_name;
-    ro.batch_size = cfg_.batch_size;
+    ro.batch_size = cfg_.batch_size * world_;  // the global batch; this rank reads its shard
+    ro.shard_index = rank_;
+    ro.shard_count = world_;
     ro.shuffle = !cfg_.no_shuffle;
     ro.seed = cfg_.seed;
     ro.val_fraction = cfg_.val_fraction;
@@ -137,13 +159,16 @@ class Trainer {
       s.momentum_buffers = state->momentum_buffers;
       opt.load_state(s);
       load_history();
-    } else {
+    } else if (rank_ == 0) {
       std::ofstream(metrics_path(), std::ios::trunc);  // a new run starts a new file
     }
+    std::unique_ptr<dist::GradReducer> reducer;
+    if (g_group) reducer = std::make_unique<dist::GradReducer>(*g_group, model_->parameters());
     const int64_t per_epoch = reader.num_train_batches();
     const int64_t total_steps =
         cfg_.steps > 0 ? std::min(cfg_.steps, cfg_.epochs * per_epoch) : cfg_.epochs * per_epoch;
-    progress_.message("tg-train: " + std::to_string(reader.num_train()) + " training and " +
+    say("tg-train: " + (g_group ? std::to_string(world_) + " ranks; " : std::string()) +
+        std::to_string(reader.num_train()) + " training and " +
                       std::to_string(reader.num_val()) + " validation samples from " + cfg_.data +
                       "; model " + std::to_string(model_->in_channels()) + " -> " +
                       std::to_string(model_->out_channels()) + " channels, kernel " +
@@ -166,15 +191,22 @@ class Trainer {
       while (step < total_steps && reader.next(batch)) {
         check_batch(batch);
         Tensor x = batch.x.to(device_), t = batch.y.to(device_);
+        const int64_t rows = batch.x.size(0), global_rows = reader.global_batch_rows(batch.index_in_epoch);
+        debug_hang(step + 1);
         Tensor loss = model_->loss(x, t);
         opt.zero_grad();
+        // Each rank's loss is the mean over its shard; weighting by shard size makes the average of
+        // the ranks' gradients the gradient of the whole batch's mean.
+        if (reducer) reducer->prepare(double(rows) * world_ / double(global_rows));
         loss.backward();
+        if (reducer) reducer->finish();
         opt.step();
         ++step;
         ++batch_in_epoch;
-        window_samples += batch.x.size(0);
+        window_samples += global_rows;
         if (step % cfg_.log_every == 0 || step == total_steps) {
-          const double l = loss.item();
+          double l = loss.item();
+          if (g_group) l = g_group->allreduce_sum(l * double(rows)) / double(global_rows);
           TG_CHECK(std::isfinite(l), "the loss became ", l, " at step ", step,
                    ": lower --lr (now ", cfg_.lr, ")");
           const double t_now = now_s();
@@ -184,13 +216,15 @@ class Trainer {
           epoch_loss += l;
           ++epoch_logged;
           train_points_.push_back({double(step), l});
-          append_metric({{"type", "step"}, {"step", step}, {"epoch", epoch}, {"loss", l},
+          if (rank_ == 0) append_metric({{"type", "step"}, {"step", step}, {"epoch", epoch}, {"loss", l},
                          {"samples_per_s", sps}, {"lr", cfg_.lr}});
-          progress_.update(epoch, cfg_.epochs, step, total_steps, l, sps);
+          if (!quiet_) progress_.update(epoch, cfg_.epochs, step, total_steps, l, sps);
         }
-        if (g_interrupted) {
-          progress_.message("tg-train: interrupted at step " + std::to_string(step) +
-                            "; saving " + (fs::path(cfg_.output) / "last.h5").string());
+        // Every rank stops at the same step: the decision is collective.
+        const bool stop = g_group ? g_group->allreduce_max(g_interrupted ? 1 : 0) > 0 : bool(g_interrupted);
+        if (stop) {
+          say("tg-train: interrupted at step " + std::to_string(step) + "; saving " +
+              (fs::path(cfg_.output) / "last.h5").string());
           save(opt, step, epoch, batch_in_epoch, "last.h5");
           write_plot();
           return 130;
@@ -205,7 +239,7 @@ class Trainer {
         rec["val_loss"] = val;
         val_points_.push_back({double(step), val});
       }
-      append_metric(rec);
+      if (rank_ == 0) append_metric(rec);
       const int64_t next_epoch = epoch_done ? epoch + 1 : epoch;
       const int64_t next_batch = epoch_done ? 0 : batch_in_epoch;
       if (std::isfinite(val) && val < best_val_) {
@@ -219,11 +253,11 @@ class Trainer {
                     (long long)epoch + 1, (long long)step,
                     epoch_logged ? epoch_loss / double(epoch_logged) : NAN,
                     std::isfinite(val) ? std::to_string(val).c_str() : "-");
-      progress_.message(line);
+      say(line);
       if (stopped_by_steps) break;
     }
     progress_.finish();
-    std::printf("done: %lld steps; outputs in %s\n", (long long)step, cfg_.output.c_str());
+    if (rank_ == 0) std::printf("done: %lld steps; outputs in %s\n", (long long)step, cfg_.output.c_str());
     return 0;
   }
 
@@ -242,7 +276,7 @@ class Trainer {
       so.groups = default_groups(so.out_channels);
       so.noise = 0.05;
       so.seed = 12345;
-      progress_.message("tg-train: no --data given; writing the built-in teacher-student dataset " +
+      say("tg-train: no --data given; writing the built-in teacher-student dataset " +
                         path + " (1024 samples, 3 -> 8 channels, 24x24, noise 0.05)");
       io::write_synthetic_dataset(path, so);
     }
@@ -279,8 +313,9 @@ class Trainer {
              b.x.size(1), " channels, the model expects ", model_->in_channels());
   }
 
+  // Only rank 0 evaluates (the others go on and wait for it at the next all-reduce).
   double validate(io::DatasetReader& reader) {
-    if (reader.num_val() == 0) return NAN;
+    if (reader.num_val() == 0 || rank_ != 0) return NAN;
     autograd::NoGradGuard no_grad;
     reader.start_val();
     io::Batch b;
@@ -294,8 +329,10 @@ class Trainer {
     return n ? sum / double(n) : NAN;
   }
 
+  // Rank 0 alone writes checkpoints (atomically: a temporary file renamed over the old one).
   void save(const optim::SGD& opt, int64_t step, int64_t epoch, int64_t batch_in_epoch,
             const std::string& name) {
+    if (rank_ != 0) return;
     io::TrainState s;
     s.step = step;
     s.epoch = epoch;
@@ -306,6 +343,19 @@ class Trainer {
     s.scalars["best_val_loss"] = best_val_;
     s.scalars["lr"] = cfg_.lr;
     io::save_checkpoint((fs::path(cfg_.output) / name).string(), model_->named_parameters(), &s);
+  }
+
+  void say(const std::string& line) {
+    if (!quiet_) progress_.message(line);
+  }
+
+  // Test hook for the hang test: TG_DEBUG_HANG_RANK=r TG_DEBUG_HANG_STEP=s makes rank r stop
+  // responding before step s, as a stuck process would.
+  void debug_hang(int64_t step) const {
+    const char* r = std::getenv("TG_DEBUG_HANG_RANK");
+    const char* s = std::getenv("TG_DEBUG_HANG_STEP");
+    if (r && s && std::atoi(r) == rank_ && std::atoll(s) == step)
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   }
 
   void append_metric(const json& rec) {
@@ -327,6 +377,7 @@ class Trainer {
   }
 
   void write_plot() {
+    if (rank_ != 0) return;
     train::write_loss_svg((fs::path(cfg_.output) / "loss.svg").string(), train_points_, val_points_);
   }
 
@@ -336,6 +387,8 @@ class Trainer {
   DType dtype_ = DType::Float32;
   std::unique_ptr<nn::Model> model_;
   double best_val_ = INFINITY;
+  int rank_ = 0, world_ = 1;
+  bool quiet_ = false;
   std::vector<train::LossPoint> train_points_, val_points_;
 };
 
@@ -374,6 +427,9 @@ int main(int argc, char** argv) {
   app.add_option("--resume", cfg.resume, "continue this checkpoint's run exactly (parameters, momentum, step, epoch, data order)")
       ->check(CLI::ExistingFile)->excludes(init);
   app.add_option("--output", cfg.output, "output folder")->capture_default_str();
+  app.add_option("--dist-timeout", cfg.dist_timeout,
+                 "under mpirun: seconds a rank waits for the others before the job ends with an error")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--log-every", cfg.log_every, "log the loss every N steps")->check(CLI::PositiveNumber)->capture_default_str();
 
   io::SyntheticOptions md;
@@ -404,9 +460,12 @@ int main(int argc, char** argv) {
                   (long long)(md.height - md.kernel + 1), (long long)(md.width - md.kernel + 1));
       return 0;
     }
-    return Trainer(cfg).run();
+    const int rc = Trainer(cfg).run();
+    g_group.reset();  // MPI_Finalize before exit
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\ntg-train: error: %s\n", e.what());
+    if (g_group) g_group->abort(1);  // ends the other ranks too
     return 1;
   }
 }

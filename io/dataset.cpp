@@ -484,6 +484,11 @@ DatasetReader::DatasetReader(DatasetReaderOptions options) : impl_(std::make_uni
   const DatasetReaderOptions& o = m.opt;
   TG_CHECK(!o.path.empty(), "DatasetReader: options.path is empty");
   TG_CHECK(o.batch_size >= 1, "DatasetReader: batch_size must be >= 1, got ", o.batch_size);
+  TG_CHECK(o.shard_count >= 1 && o.shard_index >= 0 && o.shard_index < o.shard_count,
+           "DatasetReader: expected 0 <= shard_index < shard_count, got shard ", o.shard_index,
+           " of ", o.shard_count);
+  TG_CHECK(o.batch_size >= o.shard_count, "DatasetReader: the global batch_size ", o.batch_size,
+           " is smaller than the number of shards ", o.shard_count);
   TG_CHECK(o.val_fraction >= 0.0 && o.val_fraction < 1.0,
            "DatasetReader: val_fraction must be in [0, 1), got ", o.val_fraction);
   m.file = h5::File::open(o.path);
@@ -540,7 +545,13 @@ int64_t DatasetReader::num_val() const { return impl_->n_val; }
 
 int64_t DatasetReader::num_train_batches() const {
   const int64_t b = impl_->opt.batch_size;
-  return impl_->opt.drop_last ? impl_->n_train / b : (impl_->n_train + b - 1) / b;
+  const int64_t rest = impl_->n_train % b;
+  const bool keep_rest = !impl_->opt.drop_last && rest >= impl_->opt.shard_count;
+  return impl_->n_train / b + (keep_rest ? 1 : 0);
+}
+
+int64_t DatasetReader::global_batch_rows(int64_t b) const {
+  return std::min(impl_->opt.batch_size, impl_->n_train - b * impl_->opt.batch_size);
 }
 
 int64_t DatasetReader::num_val_batches() const {
@@ -570,8 +581,10 @@ void DatasetReader::start_epoch(int64_t epoch, int64_t skip_batches) {
   const size_t bs = size_t(impl_->opt.batch_size);
   std::vector<std::vector<int64_t>> batches(static_cast<size_t>(nb));
   for (size_t b = 0; b < batches.size(); ++b) {
-    auto first = order.begin() + std::ptrdiff_t(b * bs);
-    auto last = order.begin() + std::ptrdiff_t(std::min(order.size(), (b + 1) * bs));
+    const size_t lo = b * bs, rows = std::min(order.size(), (b + 1) * bs) - lo;
+    const size_t K = size_t(impl_->opt.shard_count), r = size_t(impl_->opt.shard_index);
+    auto first = order.begin() + std::ptrdiff_t(lo + r * rows / K);
+    auto last = order.begin() + std::ptrdiff_t(lo + (r + 1) * rows / K);
     batches[b].assign(first, last);
     std::sort(batches[b].begin(), batches[b].end());
   }

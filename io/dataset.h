@@ -70,6 +70,12 @@ struct DatasetReaderOptions {
   /// Threads for direct reads (each also checks its part for NaN/Inf); 0 = min(8, hardware
   /// threads).
   int io_threads = 0;
+  /// Data-parallel training: batch_size is the global batch, and this reader returns only part
+  /// shard_index of shard_count of each training batch (positions [floor(r*b/K), floor((r+1)*b/K))
+  /// of the batch's b rows in the epoch order, so all ranks together read each batch exactly once).
+  /// A last batch with fewer rows than shards is dropped. Validation batches are not sharded.
+  int shard_index = 0;
+  int shard_count = 1;
 };
 
 /// Reads batches from an HDF5 dataset file.
@@ -103,6 +109,8 @@ class DatasetReader {
   int64_t num_train() const;  ///< N - num_val()
   int64_t num_val() const;    ///< floor(N * val_fraction)
   int64_t num_train_batches() const;
+  /// Rows of training batch b of an epoch before sharding (the global batch size).
+  int64_t global_batch_rows(int64_t b) const;
   int64_t num_val_batches() const;
 
   /// The training order of an epoch (a permutation of [0, num_train())).

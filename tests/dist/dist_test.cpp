@@ -1,0 +1,144 @@
+// Data-parallel training: tg-train under `mpirun -np 2` on CPU tensors (the all-reduce goes through
+// MPI), against one process with the whole batch.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "dist/process_group.h"
+#include "io/checkpoint.h"
+#include "io/synthetic.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string kTrain = std::string(TG_BINARY_DIR) + "/examples/tg-train";
+// Root may run mpirun in CI containers; shared-memory single-copy needs ptrace, which containers
+// often forbid.
+const std::string kMpirun =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+    "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun -np 2 ";
+
+struct Result {
+  int code;
+  std::string output;
+  double seconds;
+};
+
+Result run(const std::string& cmd) {
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (p && fgets(buf, sizeof buf, p)) out += buf;
+  const int status = p ? pclose(p) : -1;
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, s};
+}
+
+std::vector<double> step_losses(const fs::path& dir) {
+  std::vector<double> out;
+  std::ifstream f(dir / "metrics.jsonl");
+  std::string line;
+  while (std::getline(f, line)) {
+    json r = json::parse(line);
+    if (r["type"] == "step") out.push_back(r["loss"]);
+  }
+  return out;
+}
+
+double rel_l2(const tg::Tensor& a, const tg::Tensor& b) {
+  auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    num += (x[i] - y[i]) * (x[i] - y[i]);
+    den += y[i] * y[i];
+  }
+  return std::sqrt(num / den);
+}
+
+class DataParallel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!tg::dist::built()) GTEST_SKIP() << "built without MPI (TG_WITH_DIST)";
+    if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
+    dir_ = fs::temp_directory_path() /
+           ("tg-dist-test-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    data_ = (dir_ / "data.h5").string();
+    tg::io::SyntheticOptions o;
+    o.samples = 61;  // with 8 per global batch the last batch has 5 rows: shards of 2 and 3
+    o.in_channels = 2;
+    o.out_channels = 4;
+    o.height = o.width = 9;
+    o.groups = 2;
+    o.seed = 5;
+    tg::io::write_synthetic_dataset(data_, o);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string args(const std::string& dtype, int64_t batch, const std::string& out) const {
+    return " --data " + data_ + " --device cpu --dtype " + dtype + " --batch-size " +
+           std::to_string(batch) + " --lr 0.05 --momentum 0.9 --nesterov --weight-decay 0.01" +
+           " --groups 2 --val-fraction 0 --epochs 2 --log-every 1 --output " + (dir_ / out).string();
+  }
+
+  // Two ranks with 4 samples each against one process with 8: same losses and parameters.
+  void compare(const std::string& dtype, double tol) {
+    Result one = run(kTrain + args(dtype, 8, "one"));
+    ASSERT_EQ(one.code, 0) << one.output;
+    Result two = run(kMpirun + kTrain + args(dtype, 4, "two"));
+    ASSERT_EQ(two.code, 0) << two.output;
+    auto l1 = step_losses(dir_ / "one"), l2 = step_losses(dir_ / "two");
+    ASSERT_EQ(l1.size(), 16u);  // 8 batches per epoch (the last of 5 rows), 2 epochs
+    ASSERT_EQ(l2.size(), l1.size()) << "rank 0 alone writes metrics";
+    for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l2[i], l1[i], tol * std::fabs(l1[i])) << i;
+    auto p1 = tg::io::load_checkpoint((dir_ / "one" / "last.h5").string());
+    auto p2 = tg::io::load_checkpoint((dir_ / "two" / "last.h5").string());
+    ASSERT_EQ(p1.params.size(), p2.params.size());
+    for (size_t i = 0; i < p1.params.size(); ++i)
+      EXPECT_LT(rel_l2(p2.params[i].second, p1.params[i].second), tol) << p1.params[i].first;
+  }
+
+  fs::path dir_;
+  std::string data_;
+};
+
+}  // namespace
+
+TEST_F(DataParallel, TwoRanksMatchOneRankWithTheWholeBatchFloat64) { compare("float64", 1e-12); }
+
+// float32: the ranks' partial sums round differently from one process's; 1e-5 relative.
+TEST_F(DataParallel, TwoRanksMatchOneRankWithTheWholeBatchFloat32) { compare("float32", 1e-5); }
+
+TEST_F(DataParallel, ResumeUnderMpirunContinuesExactly) {
+  Result full = run(kMpirun + kTrain + args("float64", 4, "full") + " --steps 11");
+  ASSERT_EQ(full.code, 0) << full.output;
+  Result part = run(kMpirun + kTrain + args("float64", 4, "part") + " --steps 5");
+  ASSERT_EQ(part.code, 0) << part.output;
+  Result rest = run(kMpirun + kTrain + args("float64", 4, "part") + " --steps 11 --resume " +
+                    (dir_ / "part" / "last.h5").string());
+  ASSERT_EQ(rest.code, 0) << rest.output;
+  EXPECT_EQ(step_losses(dir_ / "full"), step_losses(dir_ / "part"));
+}
+
+TEST_F(DataParallel, AHangingRankEndsTheJobWithAClearErrorWithinTheTimeout) {
+  Result r = run("TG_DEBUG_HANG_RANK=1 TG_DEBUG_HANG_STEP=3 " + kMpirun + kTrain +
+                 args("float64", 4, "hang") + " --dist-timeout 3");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("did not complete within 3 s"), std::string::npos) << r.output;
+  EXPECT_LT(r.seconds, 60.0);
+  // the checkpoint of the last finished epoch (none here) is never half-written: no temp files
+  for (const auto& e : fs::directory_iterator(dir_ / "hang"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+}
