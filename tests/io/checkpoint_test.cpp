@@ -2,13 +2,9 @@
 // with h5py is installed) that Python reads exactly the parameters.
 #include "io/checkpoint.h"
 
-#include <unistd.h>
-
-#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <sstream>
 
@@ -18,48 +14,9 @@
 namespace fs = std::filesystem;
 using namespace tg;
 using namespace tg::io;
+using namespace tg::testing;
 
 namespace {
-
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir = fs::temp_directory_path() / ("tg_io_" + std::string(info->test_suite_name()) + "_" +
-                                       info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_ERROR_HAS(stmt, ...)                                  \
-  do {                                                               \
-    std::string msg_ = error_of([&] { stmt; });                      \
-    for (const char* part_ : {__VA_ARGS__}) {                        \
-      EXPECT_NE(msg_.find(part_), std::string::npos)                 \
-          << "message \"" << msg_ << "\" lacks \"" << part_ << "\""; \
-    }                                                                \
-  } while (0)
 
 /// The parameters of the seed's model (SPEC.md) for Cin 3, Cout 4, k 3, plus a float64 extra.
 NamedTensors model_params(uint64_t seed) {
@@ -202,10 +159,7 @@ TEST(Checkpoint, LoadErrors) {
   EXPECT_ERROR_HAS(load_checkpoint(tmp.file("none.h5")), "none.h5", "no such file");
 
   const std::string garbage = tmp.file("garbage.h5");
-  {
-    std::ofstream f(garbage, std::ios::binary);
-    f << "this is not HDF5 at all, just some text that goes on for a while";
-  }
+  write_bytes(garbage, "this is not HDF5 at all, just some text that goes on for a while");
   EXPECT_ERROR_HAS(load_checkpoint(garbage), "garbage.h5", "not an HDF5 file");
 
   const std::string good = tmp.file("good.h5");

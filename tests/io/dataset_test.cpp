@@ -2,12 +2,9 @@
 // split, exact resume, prefetching, NaN detection and errors for bad files.
 #include "io/dataset.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <set>
 
 #include "io/hdf5.h"
@@ -16,49 +13,9 @@
 namespace fs = std::filesystem;
 using namespace tg;
 using namespace tg::io;
+using namespace tg::testing;
 
 namespace {
-
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
-    std::replace(name.begin(), name.end(), '/', '_');
-    dir = fs::temp_directory_path() / ("tg_io_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_ERROR_HAS(stmt, ...)                                  \
-  do {                                                               \
-    std::string msg_ = error_of([&] { stmt; });                      \
-    for (const char* part_ : {__VA_ARGS__}) {                        \
-      EXPECT_NE(msg_.find(part_), std::string::npos)                 \
-          << "message \"" << msg_ << "\" lacks \"" << part_ << "\""; \
-    }                                                                \
-  } while (0)
 
 /// Sample i of a (N, ...) tensor, as doubles.
 std::vector<double> sample(const Tensor& t, int64_t i) {
@@ -475,10 +432,7 @@ TEST(Dataset, BadFilesGiveClearErrors) {
   EXPECT_ERROR_HAS(DatasetReader{o}, "none.h5", "no such file");
 
   const std::string garbage = tmp.file("garbage.h5");
-  {
-    std::ofstream f(garbage, std::ios::binary);
-    f << std::string(10000, '\x42');
-  }
+  write_bytes(garbage, std::string(10000, '\x42'));
   EXPECT_ERROR_HAS(inspect_dataset(garbage), "garbage.h5", "not an HDF5 file");
 
   Data d = make_data(tmp, 8);
@@ -548,10 +502,7 @@ TEST(Dataset, CorruptChunkIsDetectedOnRead) {
   size_t at = bytes.find(needle);
   ASSERT_NE(at, std::string::npos);
   bytes[at + 7] ^= 0x5A;
-  {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-  }
+  write_bytes(path, bytes);
   DatasetReaderOptions o;
   o.path = path;
   o.batch_size = 4;

@@ -1,11 +1,7 @@
 // Tests of the HDF5 RAII layer: round trips, selections, attributes, errors, atomic files, threads.
 #include "io/hdf5.h"
 
-#include <unistd.h>
-
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <thread>
 
 #include "test_utils.h"
@@ -13,50 +9,7 @@
 namespace fs = std::filesystem;
 using namespace tg;
 using namespace tg::io;
-
-namespace {
-
-/// A fresh directory per test, removed afterwards.
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir = fs::temp_directory_path() / ("tg_io_" + std::string(info->test_suite_name()) + "_" +
-                                       info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_ERROR_HAS(stmt, ...)                                  \
-  do {                                                               \
-    std::string msg_ = error_of([&] { stmt; });                      \
-    for (const char* part_ : {__VA_ARGS__}) {                        \
-      EXPECT_NE(msg_.find(part_), std::string::npos)                 \
-          << "message \"" << msg_ << "\" lacks \"" << part_ << "\""; \
-    }                                                                \
-  } while (0)
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-}  // namespace
+using namespace tg::testing;
 
 TEST(Hdf5, TensorRoundTripBothDtypesAndScalar) {
   TempDir tmp;

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,12 +26,6 @@ using namespace tg;
 using namespace tg::testing;
 
 namespace {
-
-Tensor randn_t(const Shape& shape, uint64_t seed, DType dtype, Device device = Device::CPU,
-               double mean = 0.0, double std = 1.0) {
-  Generator gen(seed);
-  return Tensor::randn(shape, gen, dtype, device, mean, std);
-}
 
 struct BssRef {
   std::vector<double> s, dz, dbias, dscale;
@@ -64,42 +57,6 @@ BssRef bss_reference(const Tensor& z, const Tensor& bias, const Tensor& scale, c
         r.dscale[c] += du * (zv[k] + bv[c]);
       }
   return r;
-}
-
-double max_abs_diff_vec(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    const double d = std::fabs(a[i] - b[i]);
-    if (std::isnan(d)) return INFINITY;
-    m = std::max(m, d);
-  }
-  return m;
-}
-
-double max_abs(const std::vector<double>& a) {
-  double m = 0;
-  for (double v : a) m = std::max(m, std::fabs(v));
-  return m;
-}
-
-void expect_error_contains(const std::function<void()>& f, const std::vector<std::string>& words) {
-  try {
-    f();
-    ADD_FAILURE() << "expected tg::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& w : words)
-      EXPECT_NE(msg.find(w), std::string::npos) << "missing '" << w << "' in: " << msg;
-  }
-}
-
-// max |a - b| / (1 + max |b|): a relative error that stays meaningful when b is nearly zero (tiny
-// groups, where dx cancels to ~0).
-double scaled_err(const Tensor& a, const Tensor& b) {
-  double m = 0;
-  for (double v : b.to_vector<double>()) m = std::max(m, std::fabs(v));
-  return max_abs_diff(a, b) / (1.0 + m);
 }
 
 const DType kDTypes[] = {DType::Float32, DType::Float64};

@@ -18,6 +18,7 @@ namespace tg {
 namespace {
 
 using ops::Conv2dOptions;
+using testing::expect_error_contains;
 
 struct Case {
   int64_t N, Cin, H, W, Cout, kH, kW, stride, padding;
@@ -110,6 +111,12 @@ Inputs make_inputs(const Case& c, DType dtype, Device device, uint64_t seed) {
   return in;
 }
 
+// The naive forward of a case's inputs.
+std::vector<double> reference_forward(const Case& c, const Inputs& in) {
+  return reference_forward(c, in.x.to_vector<double>(), in.w.to_vector<double>(),
+                           c.bias ? in.b.to_vector<double>() : std::vector<double>());
+}
+
 const std::vector<Case> kCases = {
     {2, 3, 7, 9, 4, 3, 3, 1, 0, true},   // H != W
     {2, 3, 7, 9, 4, 3, 3, 2, 1, true},   // stride 2, padding 1
@@ -131,9 +138,7 @@ TEST(Conv2d, ForwardMatchesNaiveLoopsFloat64) {
     const Shape expected{c.N, c.Cout, out_size(c.H, c.kH, c.stride, c.padding),
                          out_size(c.W, c.kW, c.stride, c.padding)};
     ASSERT_EQ(y.shape(), expected);
-    auto ref = reference_forward(c, in.x.to_vector<double>(), in.w.to_vector<double>(),
-                                 c.bias ? in.b.to_vector<double>() : std::vector<double>());
-    EXPECT_LT(rel_l2(y.to_vector<double>(), ref), 1e-13);
+    EXPECT_LT(rel_l2(y.to_vector<double>(), reference_forward(c, in)), 1e-13);
   }
 }
 
@@ -143,9 +148,7 @@ TEST(Conv2d, ForwardMatchesNaiveLoopsFloat32) {
     Inputs in = make_inputs(c, DType::Float32, Device::CPU, 21);
     Tensor y = ops::conv2d(in.x, in.w, in.b, {c.stride, c.padding});
     EXPECT_EQ(y.dtype(), DType::Float32);
-    auto ref = reference_forward(c, in.x.to_vector<double>(), in.w.to_vector<double>(),
-                                 c.bias ? in.b.to_vector<double>() : std::vector<double>());
-    EXPECT_LT(rel_l2(y.to_vector<double>(), ref), 1e-6);
+    EXPECT_LT(rel_l2(y.to_vector<double>(), reference_forward(c, in)), 1e-6);
   }
 }
 
@@ -164,11 +167,7 @@ TEST(Conv2d, CpuLaunchersWriteEveryElement) {
     ops::detail::conv2d_forward_cpu<double>(p, in.x.data<double>(), in.w.data<double>(),
                                             c.bias ? in.b.data<double>() : nullptr,
                                             y.data<double>());
-    const auto xv = in.x.to_vector<double>(), wv = in.w.to_vector<double>();
-    EXPECT_LT(rel_l2(y.to_vector<double>(),
-                     reference_forward(c, xv, wv, c.bias ? in.b.to_vector<double>()
-                                                         : std::vector<double>())),
-              1e-13);
+    EXPECT_LT(rel_l2(y.to_vector<double>(), reference_forward(c, in)), 1e-13);
 
     Tensor dy = Tensor::randn(y.shape(), 32, DType::Float64);
     Tensor dx = Tensor::empty(in.x.shape(), DType::Float64);
@@ -181,7 +180,8 @@ TEST(Conv2d, CpuLaunchersWriteEveryElement) {
                                              dy.data<double>(), dx.data<double>(),
                                              dw.data<double>(), db.data<double>());
     std::vector<double> rdx, rdw, rdb;
-    reference_backward(c, xv, wv, dy.to_vector<double>(), rdx, rdw, rdb);
+    reference_backward(c, in.x.to_vector<double>(), in.w.to_vector<double>(),
+                       dy.to_vector<double>(), rdx, rdw, rdb);
     EXPECT_LT(rel_l2(dx.to_vector<double>(), rdx), 1e-13);
     EXPECT_LT(rel_l2(dw.to_vector<double>(), rdw), 1e-13);
     EXPECT_LT(rel_l2(db.to_vector<double>(), rdb), 1e-13);
@@ -329,16 +329,22 @@ TEST(Conv2d, BackwardFunctionMatchesTape) {
                Error);
 }
 
-TEST(Conv2d, BackwardIsBitwiseRepeatable) {
-  const Case c{37, 3, 9, 8, 4, 3, 3, 1, 1, true};  // more samples than chunks
-  Inputs in = make_inputs(c, DType::Float32, Device::CPU, 101);
-  const Conv2dOptions opt{c.stride, c.padding};
-  Tensor dy = Tensor::randn({c.N, c.Cout, 9, 8}, 102, DType::Float32);
+// Two float32 backward passes of dy give the same bits.
+void expect_backward_bitwise_repeatable(const Tensor& dy, const Inputs& in,
+                                        const Conv2dOptions& opt) {
   auto g1 = ops::conv2d_backward(dy, in.x, in.w, opt, true, true, true);
   auto g2 = ops::conv2d_backward(dy, in.x, in.w, opt, true, true, true);
   EXPECT_EQ(g1.dweight.to_vector<float>(), g2.dweight.to_vector<float>());
   EXPECT_EQ(g1.dbias.to_vector<float>(), g2.dbias.to_vector<float>());
   EXPECT_EQ(g1.dx.to_vector<float>(), g2.dx.to_vector<float>());
+}
+
+TEST(Conv2d, BackwardIsBitwiseRepeatable) {
+  const Case c{37, 3, 9, 8, 4, 3, 3, 1, 1, true};  // more samples than chunks
+  Inputs in = make_inputs(c, DType::Float32, Device::CPU, 101);
+  const Conv2dOptions opt{c.stride, c.padding};
+  Tensor dy = Tensor::randn({c.N, c.Cout, 9, 8}, 102, DType::Float32);
+  expect_backward_bitwise_repeatable(dy, in, opt);
 }
 
 // ---- switches -----------------------------------------------------------------------------------
@@ -363,48 +369,39 @@ TEST(Conv2d, SwitchesDefaultsAndToggle) {
 
 // ---- bad inputs ---------------------------------------------------------------------------------
 
-// Runs f, expects a tg::Error whose message contains every one of the words.
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& words) {
-  try {
-    f();
-    ADD_FAILURE() << "expected tg::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& word : words) EXPECT_NE(msg.find(word), std::string::npos) << msg;
-  }
-}
-
 TEST(Conv2d, BadInputsNameTheProblem) {
   Tensor x = Tensor::randn({2, 3, 6, 6}, 1);
   Tensor w = Tensor::randn({4, 3, 3, 3}, 2);
   Tensor b = Tensor::randn({4}, 3);
-  expect_error([&] { ops::conv2d(Tensor::randn({3, 6, 6}, 1), w, b); },
-               {"conv2d", "4 dimensions", "[3, 6, 6]"});
-  expect_error([&] { ops::conv2d(x, Tensor::randn({4, 3, 3}, 1), b); },
-               {"conv2d", "weight", "4 dimensions", "[4, 3, 3]"});
-  expect_error([&] { ops::conv2d(x, Tensor::randn({4, 2, 3, 3}, 1), b); },
-               {"conv2d", "Cin = 3", "[4, 2, 3, 3]"});
-  expect_error([&] { ops::conv2d(x, Tensor::randn({4, 3, 7, 3}, 1), b); },
-               {"conv2d", "kernel", "padded input", "[6, 6]", "[7, 3]"});
-  expect_error([&] { ops::conv2d(x, Tensor::randn({4, 3, 9, 9}, 1), b, {1, 1}); },
-               {"conv2d", "padded input", "[8, 8]", "[9, 9]"});
+  expect_error_contains([&] { ops::conv2d(Tensor::randn({3, 6, 6}, 1), w, b); },
+                        {"conv2d", "4 dimensions", "[3, 6, 6]"});
+  expect_error_contains([&] { ops::conv2d(x, Tensor::randn({4, 3, 3}, 1), b); },
+                        {"conv2d", "weight", "4 dimensions", "[4, 3, 3]"});
+  expect_error_contains([&] { ops::conv2d(x, Tensor::randn({4, 2, 3, 3}, 1), b); },
+                        {"conv2d", "Cin = 3", "[4, 2, 3, 3]"});
+  expect_error_contains([&] { ops::conv2d(x, Tensor::randn({4, 3, 7, 3}, 1), b); },
+                        {"conv2d", "kernel", "padded input", "[6, 6]", "[7, 3]"});
+  expect_error_contains([&] { ops::conv2d(x, Tensor::randn({4, 3, 9, 9}, 1), b, {1, 1}); },
+                        {"conv2d", "padded input", "[8, 8]", "[9, 9]"});
   EXPECT_NO_THROW(ops::conv2d(x, Tensor::randn({4, 3, 8, 8}, 1), b, {1, 1}));
-  expect_error([&] { ops::conv2d(x, w, b, {0, 0}); }, {"conv2d", "stride >= 1", "got 0"});
-  expect_error([&] { ops::conv2d(x, w, b, {1, -1}); }, {"conv2d", "padding >= 0", "got -1"});
-  expect_error([&] { ops::conv2d(x, w, Tensor::randn({3}, 1)); },
-               {"conv2d", "bias", "[4]", "got [3]"});
-  expect_error([&] { ops::conv2d(x, w, Tensor::randn({4, 1, 1}, 1)); },
-               {"conv2d", "bias", "[4, 1, 1]"});
-  expect_error([&] { ops::conv2d(x, w.to(DType::Float64), b); },
-               {"conv2d", "weight", "float32", "float64"});
-  expect_error([&] { ops::conv2d(x, w, b.to(DType::Float64)); },
-               {"conv2d", "bias", "float32", "float64"});
-  expect_error([&] { ops::conv2d(Tensor(), w, b); }, {"conv2d", "undefined"});
-  expect_error([&] { ops::conv2d(x, Tensor(), b); }, {"conv2d", "weight", "undefined"});
+  expect_error_contains([&] { ops::conv2d(x, w, b, {0, 0}); }, {"conv2d", "stride >= 1", "got 0"});
+  expect_error_contains([&] { ops::conv2d(x, w, b, {1, -1}); },
+                        {"conv2d", "padding >= 0", "got -1"});
+  expect_error_contains([&] { ops::conv2d(x, w, Tensor::randn({3}, 1)); },
+                        {"conv2d", "bias", "[4]", "got [3]"});
+  expect_error_contains([&] { ops::conv2d(x, w, Tensor::randn({4, 1, 1}, 1)); },
+                        {"conv2d", "bias", "[4, 1, 1]"});
+  expect_error_contains([&] { ops::conv2d(x, w.to(DType::Float64), b); },
+                        {"conv2d", "weight", "float32", "float64"});
+  expect_error_contains([&] { ops::conv2d(x, w, b.to(DType::Float64)); },
+                        {"conv2d", "bias", "float32", "float64"});
+  expect_error_contains([&] { ops::conv2d(Tensor(), w, b); }, {"conv2d", "undefined"});
+  expect_error_contains([&] { ops::conv2d(x, Tensor(), b); }, {"conv2d", "weight", "undefined"});
   if (cuda::is_available()) {
-    expect_error([&] { ops::conv2d(x, w.cuda(), b); }, {"conv2d", "weight", "cpu", "cuda"});
-    expect_error([&] { ops::conv2d(x.cuda(), w.cuda(), b); }, {"conv2d", "bias", "cuda", "cpu"});
+    expect_error_contains([&] { ops::conv2d(x, w.cuda(), b); },
+                          {"conv2d", "weight", "cpu", "cuda"});
+    expect_error_contains([&] { ops::conv2d(x.cuda(), w.cuda(), b); },
+                          {"conv2d", "bias", "cuda", "cpu"});
   }
 }
 
@@ -503,11 +500,7 @@ TEST(Conv2dCuda, BenchmarkAndDeterministicModes) {
   const Conv2dOptions opt{c.stride, c.padding};
   Tensor dy = Tensor::randn({c.N, c.Cout, out_size(c.H, c.kH, 1, 0), out_size(c.W, c.kW, 1, 0)},
                             702, DType::Float32, Device::CUDA);
-  auto g1 = ops::conv2d_backward(dy, in.x, in.w, opt, true, true, true);
-  auto g2 = ops::conv2d_backward(dy, in.x, in.w, opt, true, true, true);
-  EXPECT_EQ(g1.dweight.to_vector<float>(), g2.dweight.to_vector<float>());
-  EXPECT_EQ(g1.dbias.to_vector<float>(), g2.dbias.to_vector<float>());
-  EXPECT_EQ(g1.dx.to_vector<float>(), g2.dx.to_vector<float>());
+  expect_backward_bitwise_repeatable(dy, in, opt);
 }
 
 TEST(Conv2dCuda, InputGradientOnlyWhenNeeded) {

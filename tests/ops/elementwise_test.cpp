@@ -14,12 +14,10 @@
 #include "core/cuda_utils.h"
 #endif
 
-// EXPECT that the string haystack contains needle.
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " << (haystack)
-
 namespace tg {
 namespace {
+
+using testing::error_of;
 
 const DType kDTypes[] = {DType::Float32, DType::Float64};
 
@@ -429,16 +427,6 @@ TEST(ElementwiseGrad, ModifyingASavedTensorMakesBackwardThrow) {
 }
 
 // ---- bad inputs ---------------------------------------------------------------------------------
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no tg::Error thrown)";
-}
 
 TEST(ElementwiseErrors, BadBroadcastShapes) {
   Tensor x = Tensor::randn({2, 3, 5, 5}, 1);

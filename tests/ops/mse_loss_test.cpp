@@ -14,12 +14,10 @@
 #include "core/cuda_utils.h"
 #endif
 
-// EXPECT that the string haystack contains needle.
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "message: " << (haystack)
-
 namespace tg {
 namespace {
+
+using testing::error_of;
 
 const DType kDTypes[] = {DType::Float32, DType::Float64};
 
@@ -29,16 +27,6 @@ double naive_mse(const Tensor& y, const Tensor& t) {
   double acc = 0.0;
   for (size_t i = 0; i < yv.size(); ++i) acc += (yv[i] - tv[i]) * (yv[i] - tv[i]);
   return acc / double(yv.size());
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no tg::Error thrown)";
 }
 
 TEST(MseLossForward, MatchesNaiveLoop) {
