@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <unordered_map>
 
@@ -30,6 +31,8 @@ bool built() {
 }
 
 bool launched_by_mpi() {
+  const char* force = std::getenv("TG_DIST");
+  if (force && std::string(force) == "1") return true;
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
     const char* v = std::getenv(var);
     if (v && std::atoi(v) > 1) return true;

@@ -19,7 +19,8 @@ namespace tg::dist {
 /// True when this build has MPI support.
 bool built();
 /// True when this process was started by an MPI launcher (mpirun sets OMPI_COMM_WORLD_SIZE or
-/// PMI_SIZE) with more than one process.
+/// PMI_SIZE) with more than one process, or when TG_DIST=1 forces data-parallel mode (one rank
+/// included: the GPU check runs the NCCL path that way on a single GPU).
 bool launched_by_mpi();
 
 struct Options {

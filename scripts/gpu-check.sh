@@ -51,6 +51,22 @@ if [ -x build-gpu/examples/tg-gradcheck ]; then
   build-gpu/examples/tg-gradcheck --op all --device cuda --dtype float32 --trials 5 >>"$OUT/gradcheck.log" 2>&1
   note "tg-gradcheck cuda float32 --trials 5: rc=$?"
 fi
+if command -v mpirun >/dev/null && grep -q "TG_WITH_DIST:BOOL=ON" build-gpu/CMakeCache.txt; then
+  # The NCCL path on one GPU: a forced single-rank data-parallel run must match the plain run.
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  build-gpu/examples/tg-train make-data --output /tmp/dist.h5 --samples 256 --in-channels 8 \
+    --out-channels 32 --height 40 --width 40 >"$OUT/dist.log" 2>&1
+  common="--data /tmp/dist.h5 --device cuda --steps 10 --log-every 1 --val-fraction 0 --batch-size 16"
+  build-gpu/examples/tg-train $common --output /tmp/dist-plain >>"$OUT/dist.log" 2>&1
+  TG_DIST=1 mpirun -np 1 build-gpu/examples/tg-train $common --output /tmp/dist-nccl >>"$OUT/dist.log" 2>&1
+  note "dist (NCCL, 1 rank): rc=$? losses equal: $(python3 -c "
+import json
+a=[json.loads(l)['loss'] for l in open('/tmp/dist-plain/metrics.jsonl') if '\"step\"' in l]
+b=[json.loads(l)['loss'] for l in open('/tmp/dist-nccl/metrics.jsonl') if '\"step\"' in l]
+print(len(a)==len(b)==10 and max(abs(x-y)/abs(x) for x,y in zip(a,b)) < 1e-6)" 2>&1)"
+else
+  note "dist: skipped (no mpirun or built without MPI)"
+fi
 if [ -f tests/parity/torch_parity.py ] && [ -x build-gpu/examples/tg-train ]; then
   PYTHONUNBUFFERED=1 python3 tests/parity/torch_parity.py --tg-train build-gpu/examples/tg-train \
     --devices cpu,cuda >"$OUT/parity.log" 2>&1
