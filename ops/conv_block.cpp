@@ -727,7 +727,8 @@ bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {
 
 bool conv_block_fused_cpu_available(const Tensor& x, const ConvBlockParams& p) {
   validate(x, p, "conv_block");
-  return !x.is_cuda() && x.size(2) >= p.weight.size(2) && x.size(3) >= p.weight.size(3);
+  return !x.is_cuda() && x.numel() > 0 && x.size(2) >= p.weight.size(2) &&
+         x.size(3) >= p.weight.size(3);
 }
 
 Tensor conv_block(const Tensor& x, const ConvBlockParams& p) {

@@ -34,8 +34,8 @@ Tensor conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tens
 /// True when the fused CUDA kernels handle this input and these parameters.
 bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p);
 
-/// True when the fused CPU path handles this input (x on the CPU, float32 or float64, a kernel no
-/// larger than the input).
+/// True when the fused CPU path handles this input (x on the CPU, float32 or float64, non-empty, a
+/// kernel no larger than the input); otherwise the CPU runs the composition.
 bool conv_block_fused_cpu_available(const Tensor& x, const ConvBlockParams& p);
 
 namespace detail {
