@@ -4,10 +4,11 @@
 //   col_n (K, P) = im2col(x_n)            row (ci, i, j), column (oh, ow); zero where padded
 //   y_n (Cout, P) = W (Cout, K) * col_n + b
 //   dW = sum_n dy_n * col_n^T,  db = sum over (n, P) of dy,  dx_n = col2im(W^T * dy_n)
-// Matrices are row-major Eigen maps over the tensors' memory. The forward is parallel over n
-// (OpenMP, one col buffer per thread). The backward is parallel over a fixed number of batch chunks
-// that each sum their own dW/db partial; the partials are added in chunk order, so the result does
-// not depend on the number of threads. Saved for the backward: x (when weight requires grad) and
+// Matrices are row-major Eigen maps over the tensors' memory. im2col and col2im find the in-bounds
+// output columns once per kernel column, so their inner loops have no branch (a plain copy at
+// stride 1). The forward is parallel over n (OpenMP, one col buffer per thread). The backward is
+// parallel over a fixed number of batch chunks that each sum their own dW/db partial; the partials
+// are added in chunk order, so the result does not depend on the number of threads. Saved for the backward: x (when weight requires grad) and
 // weight (when x requires grad). CUDA: conv2d_cuda.cpp (cuDNN) and conv2d.cu (bias gradient).
 #include "ops/conv2d.h"
 
@@ -79,6 +80,21 @@ int thread_id() {
 #endif
 }
 
+// The output columns [lo, hi) whose input column ow*stride - padding + j lies inside [0, W); the
+// others read padding. Lets im2col and col2im run branch-free inner loops (a plain copy at stride 1).
+struct ColRange {
+  int64_t lo, hi;
+};
+
+ColRange valid_columns(const Conv2dParams& p, int64_t j) {
+  const int64_t a = p.padding - j;             // ow*stride >= a
+  const int64_t b = p.W - 1 + p.padding - j;   // ow*stride <= b
+  if (b < 0) return {0, 0};
+  const int64_t lo = a <= 0 ? 0 : std::min(p.Wout, (a + p.stride - 1) / p.stride);
+  const int64_t hi = std::min(p.Wout, b / p.stride + 1);
+  return {std::min(lo, hi), hi};
+}
+
 // col (K, Hout*Wout) from one sample x_n (Cin, H, W).
 template <typename T>
 void im2col(const Conv2dParams& p, const T* xn, T* col) {
@@ -88,6 +104,8 @@ void im2col(const Conv2dParams& p, const T* xn, T* col) {
     for (int64_t i = 0; i < p.kH; ++i) {
       for (int64_t j = 0; j < p.kW; ++j) {
         T* row = col + ((ci * p.kH + i) * p.kW + j) * P;
+        const ColRange r = valid_columns(p, j);
+        const int64_t shift = j - p.padding;  // input column = ow * stride + shift
         for (int64_t oh = 0; oh < p.Hout; ++oh) {
           T* out = row + oh * p.Wout;
           const int64_t ih = oh * p.stride - p.padding + i;
@@ -96,10 +114,13 @@ void im2col(const Conv2dParams& p, const T* xn, T* col) {
             continue;
           }
           const T* in = plane + ih * p.W;
-          for (int64_t ow = 0; ow < p.Wout; ++ow) {
-            const int64_t iw = ow * p.stride - p.padding + j;
-            out[ow] = (iw >= 0 && iw < p.W) ? in[iw] : T(0);
+          std::fill(out, out + r.lo, T(0));
+          if (r.lo < r.hi && p.stride == 1) {
+            std::copy(in + (r.lo + shift), in + (r.hi + shift), out + r.lo);
+          } else {
+            for (int64_t ow = r.lo; ow < r.hi; ++ow) out[ow] = in[ow * p.stride + shift];
           }
+          std::fill(out + r.hi, out + p.Wout, T(0));
         }
       }
     }
@@ -116,15 +137,14 @@ void col2im(const Conv2dParams& p, const T* col, T* dxn) {
     for (int64_t i = 0; i < p.kH; ++i) {
       for (int64_t j = 0; j < p.kW; ++j) {
         const T* row = col + ((ci * p.kH + i) * p.kW + j) * P;
+        const ColRange r = valid_columns(p, j);
+        const int64_t shift = j - p.padding;
         for (int64_t oh = 0; oh < p.Hout; ++oh) {
           const int64_t ih = oh * p.stride - p.padding + i;
           if (ih < 0 || ih >= p.H) continue;
           const T* in = row + oh * p.Wout;
           T* out = plane + ih * p.W;
-          for (int64_t ow = 0; ow < p.Wout; ++ow) {
-            const int64_t iw = ow * p.stride - p.padding + j;
-            if (iw >= 0 && iw < p.W) out[iw] += in[ow];
-          }
+          for (int64_t ow = r.lo; ow < r.hi; ++ow) out[ow * p.stride + shift] += in[ow];
         }
       }
     }

@@ -1,6 +1,36 @@
-// conv_block and conv_block_mse_loss: validation, the fused CUDA path and its autograd nodes, and
-// the composition of the unfused ops for everything else. Kernels and formulas: ops/conv_block.cu.
+// conv_block and conv_block_mse_loss: validation, the fused CUDA path and its autograd node (kernels
+// and formulas: ops/conv_block.cu), the fused CPU path with its kernels and node, and the
+// composition of the unfused ops for everything else.
+//
+// CPU path (float32 and float64), with s = sigmoid((z + bias_c) * scale_c), xhat = (s - mean) * rstd,
+// y = xhat * gamma_c + beta_c:
+//   forward    z = conv(x) + conv_bias through conv2d's CPU launcher (im2col + Eigen GEMM, OpenMP
+//              over the batch); statistics: per (n, c) plane the count, mean and M2 of s (two-pass,
+//              double), combined per (n, g) in fixed order (Chan); conv_block then writes y.
+//   reduce     per plane, sum d^2, sum d, sum d * xhat with d = y - target (the loss) or d = dy;
+//              then, in fixed order, the loss, A = sum dy*gamma and B = sum dy*gamma*xhat per (n, g),
+//              and dgamma, dbeta per channel. For the loss this runs in the forward (with dy for an
+//              output gradient of 1; the backward scales by the real one).
+//   backward   per plane, dz = scale * s(1-s) * rstd * (dy*gamma - A/M - xhat*B/M), recomputing s,
+//              xhat, y and dy from z (and the target); per-plane sums for dbias (= dconv_bias) and
+//              dscale, added over n in fixed order; then dweight (and dx only when x needs a
+//              gradient) through conv2d's CPU backward launcher.
+// Elementwise passes: OpenMP over the N*C planes, sigmoid through Eigen's vectorised exp into a
+// per-thread plane buffer, sums in double over 8 fixed lanes. Every reduction has a fixed order, so
+// results do not depend on the number of threads. Saved: x, the parameters, z, the target, mean and
+// rstd per (n, g) in double, and for the loss A, B, dgamma, dbeta.
 #include "ops/conv_block.h"
+
+// GCC 12 reports its own AVX-512 intrinsics' _mm512_undefined_* results as maybe uninitialized when
+// Eigen's vectorised exp inlines them (GCC bug 105593, a false positive; conv2d.cpp shows it too).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <Eigen/Core>
+
+#include <cmath>
+#include <memory>
+#include <vector>
 
 #include "core/autograd.h"
 #include "ops/bias_scale_sigmoid.h"
@@ -9,6 +39,244 @@
 #include "ops/mse_loss.h"
 
 namespace tg::ops {
+
+// ---- CPU kernels --------------------------------------------------------------------------------
+
+namespace detail {
+namespace {
+
+constexpr int kLanes = 8;
+
+// Per-thread plane buffers, aligned for Eigen's packets. Eigen's expressions write only into these:
+// a destination's alignment decides which elements take the vector path (Eigen's exp) and which the
+// scalar one (std::exp), so writing into tensor memory would make the bits depend on the address.
+template <typename T>
+using Buf = std::vector<T, Eigen::aligned_allocator<T>>;
+template <typename T>
+using ArrMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>, Eigen::Aligned>;
+template <typename T>
+using ConstArrMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// Sums in double over kLanes independent lanes (vectorisable, fixed order), lanes added in order.
+template <typename T>
+double sum_lanes(const T* a, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += double(a[i + j]);
+  for (int j = 0; i + j < n; ++j) acc[j] += double(a[i + j]);
+  double r = 0;
+  for (int j = 0; j < kLanes; ++j) r += acc[j];
+  return r;
+}
+
+template <typename T>
+double dot_lanes(const T* a, const T* b, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += double(a[i + j]) * double(b[i + j]);
+  for (int j = 0; i + j < n; ++j) acc[j] += double(a[i + j]) * double(b[i + j]);
+  double r = 0;
+  for (int j = 0; j < kLanes; ++j) r += acc[j];
+  return r;
+}
+
+// sum (a - mu)^2 in double.
+template <typename T>
+double sq_dev_lanes(const T* a, double mu, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const double d = double(a[i + j]) - mu;
+      acc[j] += d * d;
+    }
+  for (int j = 0; i + j < n; ++j) {
+    const double d = double(a[i + j]) - mu;
+    acc[j] += d * d;
+  }
+  double r = 0;
+  for (int j = 0; j < kLanes; ++j) r += acc[j];
+  return r;
+}
+
+// s = sigmoid((z + b) * k) for one plane; s is an aligned buffer.
+template <typename T>
+void sigmoid_plane(const T* z, T b, T k, int64_t n, T* s) {
+  ArrMap<T>(s, n) = (T(1) + ((ConstArrMap<T>(z, n) + b) * (-k)).exp()).inverse();
+}
+
+}  // namespace
+
+template <typename T>
+void conv_block_stats_cpu(const ConvBlockCpuSizes& sz, const T* z, const T* bias, const T* scale,
+                          double eps, double* mean, double* rstd) {
+  const int64_t N = sz.N, C = sz.C, HxW = sz.HxW, G = sz.G, D = C / G;
+  std::vector<double> pmean(N * C), pm2(N * C);
+#pragma omp parallel
+  {
+    Buf<T> s(HxW);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < N * C; ++pl) {
+      const int64_t c = pl % C;
+      sigmoid_plane(z + pl * HxW, bias[c], scale[c], HxW, s.data());
+      const double mu = sum_lanes(s.data(), HxW) / double(HxW);
+      pmean[pl] = mu;
+      pm2[pl] = sq_dev_lanes(s.data(), mu, HxW);
+    }
+  }
+  // Chan's combination of the group's D planes (equal counts), in channel order.
+  for (int64_t ng = 0; ng < N * G; ++ng) {
+    const double* pm = pmean.data() + ng * D;
+    const double* p2 = pm2.data() + ng * D;
+    double mu = 0;
+    for (int64_t d = 0; d < D; ++d) mu += pm[d];
+    mu /= double(D);
+    double m2 = 0;
+    for (int64_t d = 0; d < D; ++d) m2 += p2[d] + double(HxW) * (pm[d] - mu) * (pm[d] - mu);
+    mean[ng] = mu;
+    rstd[ng] = 1.0 / std::sqrt(m2 / double(D * HxW) + eps);
+  }
+}
+
+template <typename T>
+void conv_block_normalize_cpu(const ConvBlockCpuSizes& sz, const T* z, const double* mean,
+                              const double* rstd, const T* bias, const T* scale, const T* gamma,
+                              const T* beta, T* y) {
+  const int64_t C = sz.C, HxW = sz.HxW, D = C / sz.G;
+#pragma omp parallel
+  {
+    Buf<T> s(HxW);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < sz.N * C; ++pl) {
+      const int64_t c = pl % C, ng = pl / D;  // planes of a group are consecutive
+      const double a = rstd[ng] * double(gamma[c]);
+      const T ta = T(a), off = T(double(beta[c]) - mean[ng] * a);
+      sigmoid_plane(z + pl * HxW, bias[c], scale[c], HxW, s.data());
+      T* yp = y + pl * HxW;
+      for (int64_t i = 0; i < HxW; ++i) yp[i] = s[i] * ta + off;
+    }
+  }
+}
+
+template <typename T>
+void conv_block_reduce_cpu(const ConvBlockCpuSizes& sz, bool loss_target, const T* z,
+                           const T* other, const double* mean, const double* rstd, const T* bias,
+                           const T* scale, const T* gamma, const T* beta, double dy_scale,
+                           double loss_scale, double* loss, double* A, double* B, double* dgamma,
+                           double* dbeta) {
+  const int64_t N = sz.N, C = sz.C, HxW = sz.HxW, G = sz.G, D = C / G;
+  std::vector<double> sq(N * C), s1(N * C), sx(N * C);
+#pragma omp parallel
+  {
+    Buf<T> xh(HxW), dbuf(loss_target ? HxW : 0);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < N * C; ++pl) {
+      const int64_t c = pl % C, ng = pl / D;
+      const T m = T(mean[ng]), r = T(rstd[ng]);
+      sigmoid_plane(z + pl * HxW, bias[c], scale[c], HxW, xh.data());
+      ArrMap<T> xhm(xh.data(), HxW);
+      xhm = (xhm - m) * r;
+      const T* d = other + pl * HxW;
+      if (loss_target) {
+        ArrMap<T>(dbuf.data(), HxW) = xhm * gamma[c] + beta[c] - ConstArrMap<T>(d, HxW);
+        d = dbuf.data();
+      }
+      sq[pl] = loss ? dot_lanes(d, d, HxW) : 0.0;
+      s1[pl] = sum_lanes(d, HxW);
+      sx[pl] = dot_lanes(d, xh.data(), HxW);
+    }
+  }
+  if (loss) {
+    double l = 0;
+    for (int64_t pl = 0; pl < N * C; ++pl) l += sq[pl];
+    *loss = l * loss_scale;
+  }
+  for (int64_t ng = 0; ng < N * G; ++ng) {
+    double a = 0, b = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t c = (ng % G) * D + d;
+      a += double(gamma[c]) * s1[ng * D + d];
+      b += double(gamma[c]) * sx[ng * D + d];
+    }
+    A[ng] = a * dy_scale;
+    B[ng] = b * dy_scale;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    double db = 0, dg = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      db += s1[n * C + c];
+      dg += sx[n * C + c];
+    }
+    dbeta[c] = db * dy_scale;
+    dgamma[c] = dg * dy_scale;
+  }
+}
+
+template <typename T>
+void conv_block_dz_cpu(const ConvBlockCpuSizes& sz, bool loss_target, const T* z, const T* other,
+                       const double* mean, const double* rstd, const double* A, const double* B,
+                       double a_scale, const T* bias, const T* scale, const T* gamma,
+                       const T* beta, double gs, T* dz, double* dbias, double* dscale) {
+  const int64_t N = sz.N, C = sz.C, HxW = sz.HxW, D = C / sz.G;
+  const double inv_m = 1.0 / double(D * HxW);
+  std::vector<double> pdb(N * C), pds(N * C);
+#pragma omp parallel
+  {
+    Buf<T> zb(HxW), s(HxW), du(HxW);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < N * C; ++pl) {
+      const int64_t c = pl % C, ng = pl / D;
+      const T m = T(mean[ng]), r = T(rstd[ng]);
+      const T a_ = T(A[ng] * a_scale * inv_m), b_ = T(B[ng] * a_scale * inv_m);
+      const T sc = scale[c], gm = gamma[c], bt = beta[c], g = T(gs);
+      ArrMap<T> zbm(zb.data(), HxW), sm(s.data(), HxW), dum(du.data(), HxW);
+      zbm = ConstArrMap<T>(z + pl * HxW, HxW) + bias[c];
+      sm = (T(1) + (zbm * (-sc)).exp()).inverse();
+      ConstArrMap<T> o(other + pl * HxW, HxW);
+      if (loss_target) {
+        dum = r * ((g * (((sm - m) * r) * gm + bt - o)) * gm - a_ - ((sm - m) * r) * b_) * sm *
+              (T(1) - sm);
+      } else {
+        dum = r * ((g * o) * gm - a_ - ((sm - m) * r) * b_) * sm * (T(1) - sm);
+      }
+      T* dzp = dz + pl * HxW;
+      for (int64_t i = 0; i < HxW; ++i) dzp[i] = du[i] * sc;
+      pdb[pl] = sum_lanes(dzp, HxW);
+      pds[pl] = dot_lanes(du.data(), zb.data(), HxW);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    double db = 0, ds = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      db += pdb[n * C + c];
+      ds += pds[n * C + c];
+    }
+    if (dbias) dbias[c] = db;
+    if (dscale) dscale[c] = ds;
+  }
+}
+
+#define TG_CONV_BLOCK_CPU(T)                                                                      \
+  template void conv_block_stats_cpu<T>(const ConvBlockCpuSizes&, const T*, const T*, const T*,  \
+                                        double, double*, double*);                                \
+  template void conv_block_normalize_cpu<T>(const ConvBlockCpuSizes&, const T*, const double*,   \
+                                            const double*, const T*, const T*, const T*,          \
+                                            const T*, T*);                                        \
+  template void conv_block_reduce_cpu<T>(const ConvBlockCpuSizes&, bool, const T*, const T*,     \
+                                         const double*, const double*, const T*, const T*,        \
+                                         const T*, const T*, double, double, double*, double*,    \
+                                         double*, double*, double*);                              \
+  template void conv_block_dz_cpu<T>(const ConvBlockCpuSizes&, bool, const T*, const T*,         \
+                                     const double*, const double*, const double*, const double*,  \
+                                     double, const T*, const T*, const T*, const T*, double, T*,  \
+                                     double*, double*);
+TG_CONV_BLOCK_CPU(float)
+TG_CONV_BLOCK_CPU(double)
+#undef TG_CONV_BLOCK_CPU
+
+}  // namespace detail
 
 namespace {
 
@@ -232,8 +500,212 @@ void save_params(ConvBlockNode& n, const Tensor& x, const ConvBlockParams& p, co
 }
 #endif
 
-[[maybe_unused]] std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
+std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
   return {x, p.weight, p.conv_bias, p.bias, p.scale, p.gn_weight, p.gn_bias};
+}
+
+// ---- the fused CPU path -------------------------------------------------------------------------
+
+detail::Conv2dParams cpu_conv_params(const Tensor& x, const Tensor& weight) {
+  detail::Conv2dParams c;
+  c.N = x.size(0);
+  c.Cin = x.size(1);
+  c.H = x.size(2);
+  c.W = x.size(3);
+  c.Cout = weight.size(0);
+  c.kH = weight.size(2);
+  c.kW = weight.size(3);
+  c.Hout = c.H - c.kH + 1;
+  c.Wout = c.W - c.kW + 1;
+  return c;
+}
+
+detail::ConvBlockCpuSizes cpu_sizes(const detail::Conv2dParams& c, int64_t groups) {
+  return {c.N, c.Cout, c.Hout * c.Wout, groups};
+}
+
+struct CpuForward {
+  Tensor z;
+  std::vector<double> mean, rstd;
+};
+
+template <typename T>
+CpuForward cpu_forward(const Tensor& x, const ConvBlockParams& p) {
+  const detail::Conv2dParams c = cpu_conv_params(x, p.weight);
+  CpuForward r;
+  r.z = Tensor::empty({c.N, c.Cout, c.Hout, c.Wout}, x.dtype(), Device::CPU);
+  detail::conv2d_forward_cpu<T>(c, x.data<T>(), p.weight.data<T>(), p.conv_bias.data<T>(),
+                                r.z.data<T>());
+  r.mean.resize(size_t(c.N * p.groups));
+  r.rstd.resize(size_t(c.N * p.groups));
+  detail::conv_block_stats_cpu<T>(cpu_sizes(c, p.groups), r.z.data<T>(), p.bias.data<T>(),
+                                  p.scale.data<T>(), p.eps, r.mean.data(), r.rstd.data());
+  return r;
+}
+
+// The backward's reductions (see detail::conv_block_reduce_cpu), in double.
+struct CpuReduced {
+  std::vector<double> A, B, dgamma, dbeta;
+  double loss = 0;
+};
+
+template <typename T>
+CpuReduced cpu_reduce(const CpuForward& fw, const ConvBlockParams& p, const Tensor& other,
+                      bool loss) {
+  const detail::ConvBlockCpuSizes sz{fw.z.size(0), fw.z.size(1), fw.z.size(2) * fw.z.size(3),
+                                     p.groups};
+  const double numel = double(fw.z.numel());
+  CpuReduced r;
+  r.A.resize(size_t(sz.N * sz.G));
+  r.B.resize(size_t(sz.N * sz.G));
+  r.dgamma.resize(size_t(sz.C));
+  r.dbeta.resize(size_t(sz.C));
+  detail::conv_block_reduce_cpu<T>(sz, loss, fw.z.data<T>(), other.data<T>(), fw.mean.data(),
+                                   fw.rstd.data(), p.bias.data<T>(), p.scale.data<T>(),
+                                   p.gn_weight.data<T>(), p.gn_bias.data<T>(),
+                                   loss ? 2.0 / numel : 1.0, 1.0 / numel,
+                                   loss ? &r.loss : nullptr, r.A.data(), r.B.data(),
+                                   r.dgamma.data(), r.dbeta.data());
+  return r;
+}
+
+// Inputs on the tape: x, weight, conv_bias, bias, scale, gn_weight, gn_bias (and the target, which
+// gets no gradient: a target that requires grad takes the composed path).
+class ConvBlockCpuNode : public autograd::Node {
+ public:
+  ConvBlockCpuNode(bool loss, int64_t groups) : loss_(loss), groups_(groups) {}
+  const char* name() const override { return loss_ ? "conv_block_mse_loss" : "conv_block"; }
+
+  std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
+    return dispatch_dtype(g[0].dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      return backward_typed<T>(g);
+    });
+  }
+
+  template <typename T>
+  std::vector<Tensor> backward_typed(const std::vector<Tensor>& g) {
+    const char* op = name();
+    ConvBlockParams p;
+    p.weight = weight_.get(op);
+    p.bias = bias_.get(op);
+    p.scale = scale_.get(op);
+    p.gn_weight = gn_weight_.get(op);
+    p.gn_bias = gn_bias_.get(op);
+    p.groups = groups_;
+    CpuForward fw;
+    fw.z = z_.get(op);
+    fw.mean = mean_;
+    fw.rstd = rstd_;
+    const Tensor other = loss_ ? target_.get(op) : g[0];
+    TG_CHECK(other.shape() == fw.z.shape() && other.dtype() == fw.z.dtype() && !other.is_cuda(),
+             op, ": backward expected a gradient like ", fw.z.describe(), ", got ",
+             other.describe());
+    const CpuReduced red = loss_ ? red_ : cpu_reduce<T>(fw, p, other, false);
+    // The loss's output gradient scales everything formed for an output gradient of 1.
+    const double gout = loss_ ? double(g[0].data<T>()[0]) : 1.0;
+    const double numel = double(fw.z.numel());
+
+    std::vector<Tensor> out(inputs().size());
+    auto channel_grad = [&](size_t i, const Shape& shape, const std::vector<double>& v, double k) {
+      if (!needs_input_grad(i)) return;
+      out[i] = Tensor::empty(shape, fw.z.dtype(), Device::CPU);
+      T* d = out[i].data<T>();
+      for (size_t c = 0; c < v.size(); ++c) d[c] = T(v[c] * k);
+    };
+    channel_grad(5, p.gn_weight.shape(), red.dgamma, gout);
+    channel_grad(6, p.gn_bias.shape(), red.dbeta, gout);
+
+    const bool need_dx = needs_input_grad(0), need_dw = needs_input_grad(1);
+    if (!need_dx && !need_dw && !needs_input_grad(2) && !needs_input_grad(3) &&
+        !needs_input_grad(4))
+      return out;
+    const int64_t C = fw.z.size(1);
+    const detail::ConvBlockCpuSizes sz{fw.z.size(0), C, fw.z.size(2) * fw.z.size(3), groups_};
+    Tensor dz = Tensor::empty(fw.z.shape(), fw.z.dtype(), Device::CPU);
+    std::vector<double> dbias(static_cast<size_t>(C)), dscale(static_cast<size_t>(C));
+    detail::conv_block_dz_cpu<T>(sz, loss_, fw.z.data<T>(), other.data<T>(), fw.mean.data(),
+                                 fw.rstd.data(), red.A.data(), red.B.data(), gout,
+                                 p.bias.data<T>(), p.scale.data<T>(), p.gn_weight.data<T>(),
+                                 p.gn_bias.data<T>(), loss_ ? gout * 2.0 / numel : 1.0,
+                                 dz.data<T>(), dbias.data(), dscale.data());
+    channel_grad(2, Shape{C}, dbias, 1.0);  // d conv_bias = d bias
+    channel_grad(3, p.bias.shape(), dbias, 1.0);
+    channel_grad(4, p.scale.shape(), dscale, 1.0);
+    if (need_dx || need_dw) {
+      const Tensor x = x_.get(op);
+      const detail::Conv2dParams c = cpu_conv_params(x, p.weight);
+      if (need_dx) out[0] = Tensor::empty(x.shape(), x.dtype(), Device::CPU);
+      if (need_dw) out[1] = Tensor::empty(p.weight.shape(), x.dtype(), Device::CPU);
+      detail::conv2d_backward_cpu<T>(c, x.data<T>(), p.weight.data<T>(), dz.data<T>(),
+                                     need_dx ? out[0].data<T>() : nullptr,
+                                     need_dw ? out[1].data<T>() : nullptr, nullptr);
+    }
+    return out;
+  }
+
+  void release_saved() override {
+    for (auto* s : {&x_, &weight_, &bias_, &scale_, &gn_weight_, &gn_bias_, &target_, &z_})
+      s->release();
+    mean_ = rstd_ = {};
+    red_ = CpuReduced{};
+  }
+
+  bool loss_;
+  int64_t groups_;
+  autograd::SavedTensor x_, weight_, bias_, scale_, gn_weight_, gn_bias_, target_, z_;
+  std::vector<double> mean_, rstd_;
+  CpuReduced red_;
+};
+
+std::shared_ptr<ConvBlockCpuNode> make_cpu_node(bool loss, const Tensor& x,
+                                                const ConvBlockParams& p, CpuForward& fw) {
+  auto n = std::make_shared<ConvBlockCpuNode>(loss, p.groups);
+  n->x_ = autograd::SavedTensor(x);
+  n->weight_ = autograd::SavedTensor(p.weight);
+  n->bias_ = autograd::SavedTensor(p.bias);
+  n->scale_ = autograd::SavedTensor(p.scale);
+  n->gn_weight_ = autograd::SavedTensor(p.gn_weight);
+  n->gn_bias_ = autograd::SavedTensor(p.gn_bias);
+  n->z_ = autograd::SavedTensor(fw.z);
+  n->mean_ = std::move(fw.mean);
+  n->rstd_ = std::move(fw.rstd);
+  return n;
+}
+
+template <typename T>
+Tensor cpu_conv_block(const Tensor& x, const ConvBlockParams& p) {
+  CpuForward fw = cpu_forward<T>(x, p);
+  const bool record = autograd::should_record(all_inputs(x, p));
+  // Without the tape z is not needed afterwards: y overwrites it.
+  Tensor y = record ? Tensor::empty(fw.z.shape(), fw.z.dtype(), Device::CPU) : fw.z;
+  detail::conv_block_normalize_cpu<T>(
+      {fw.z.size(0), fw.z.size(1), fw.z.size(2) * fw.z.size(3), p.groups}, fw.z.data<T>(),
+      fw.mean.data(), fw.rstd.data(), p.bias.data<T>(), p.scale.data<T>(), p.gn_weight.data<T>(),
+      p.gn_bias.data<T>(), y.data<T>());
+  if (record) {
+    autograd::record(make_cpu_node(false, x, p, fw), all_inputs(x, p), {y});
+  } else {
+    y.bump_version();
+  }
+  return y;
+}
+
+template <typename T>
+Tensor cpu_conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tensor& target) {
+  CpuForward fw = cpu_forward<T>(x, p);
+  CpuReduced red = cpu_reduce<T>(fw, p, target, true);
+  Tensor loss = Tensor::empty({}, x.dtype(), Device::CPU);
+  loss.data<T>()[0] = T(red.loss);
+  auto inputs = all_inputs(x, p);
+  inputs.push_back(target);
+  if (autograd::should_record(inputs)) {
+    auto node = make_cpu_node(true, x, p, fw);
+    node->target_ = autograd::SavedTensor(target);
+    node->red_ = std::move(red);
+    autograd::record(node, inputs, {loss});
+  }
+  return loss;
 }
 
 }  // namespace
@@ -253,8 +725,19 @@ bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {
 #endif
 }
 
+bool conv_block_fused_cpu_available(const Tensor& x, const ConvBlockParams& p) {
+  validate(x, p, "conv_block");
+  return !x.is_cuda() && x.numel() > 0 && x.size(2) >= p.weight.size(2) &&
+         x.size(3) >= p.weight.size(3);
+}
+
 Tensor conv_block(const Tensor& x, const ConvBlockParams& p) {
   validate(x, p, "conv_block");
+  if (conv_block_fused_cpu_available(x, p)) {
+    return dispatch_dtype(x.dtype(), [&](auto tag) {
+      return cpu_conv_block<decltype(tag)>(x, p);
+    });
+  }
   if (!conv_block_fused_available(x, p)) return composed(x, p);
 #ifdef TG_WITH_CUDA
   TG_CHECK(x.size(2) >= p.weight.size(2) && x.size(3) >= p.weight.size(3),
@@ -283,8 +766,21 @@ Tensor conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tens
   validate(x, p, "conv_block_mse_loss");
   // The fused node does not produce a gradient for the target; a target that wants one (rare: a
   // gradient check) takes the composed path.
-  if (!conv_block_fused_available(x, p) || target.requires_grad())
-    return mse_loss(composed(x, p), target);
+  if (target.requires_grad()) return mse_loss(composed(x, p), target);
+  if (conv_block_fused_cpu_available(x, p)) {
+    const int64_t k = p.weight.size(2);
+    const Shape yshape{x.size(0), p.weight.size(0), x.size(2) - k + 1, x.size(3) - k + 1};
+    TG_CHECK(target.defined() && target.shape() == yshape,
+             "conv_block_mse_loss: expected a target of shape ", yshape, ", got ",
+             target.defined() ? shape_str(target.shape()) : std::string("an undefined tensor"));
+    TG_CHECK(target.dtype() == x.dtype() && !target.is_cuda(),
+             "conv_block_mse_loss: expected a ", dtype_name(x.dtype()), " cpu target, got ",
+             target.describe());
+    return dispatch_dtype(x.dtype(), [&](auto tag) {
+      return cpu_conv_block_mse_loss<decltype(tag)>(x, p, target);
+    });
+  }
+  if (!conv_block_fused_available(x, p)) return mse_loss(composed(x, p), target);
 #ifdef TG_WITH_CUDA
   const int64_t k = p.weight.size(2);
   Shape yshape{x.size(0), p.weight.size(0), x.size(2) - k + 1, x.size(3) - k + 1};

@@ -34,6 +34,10 @@ Tensor conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tens
 /// True when the fused CUDA kernels handle this input and these parameters.
 bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p);
 
+/// True when the fused CPU path handles this input (x on the CPU, float32 or float64, non-empty, a
+/// kernel no larger than the input); otherwise the CPU runs the composition.
+bool conv_block_fused_cpu_available(const Tensor& x, const ConvBlockParams& p);
+
 namespace detail {
 
 struct ConvBlockShape {
@@ -73,6 +77,41 @@ struct ConvBlockBackwardArgs {
   float *dw_part, *dbias_part, *dscale_part;
   float *dweight, *dconv_bias, *dbias, *dscale, *dgamma, *dbeta;  ///< any may be null
 };
+
+/// Sizes of the CPU passes: z is (N, C, HxW) with G groups of C / G channels.
+struct ConvBlockCpuSizes {
+  int64_t N, C, HxW, G;
+};
+
+/// Per-(n, g) mean and rstd of s = sigmoid((z + bias_c) * scale_c): two-pass per (n, c) plane in
+/// double, planes combined in fixed order (Chan). mean, rstd: (N*G).
+template <typename T>
+void conv_block_stats_cpu(const ConvBlockCpuSizes& sz, const T* z, const T* bias, const T* scale,
+                          double eps, double* mean, double* rstd);
+
+/// y = (s - mean) * rstd * gamma + beta; y may be z.
+template <typename T>
+void conv_block_normalize_cpu(const ConvBlockCpuSizes& sz, const T* z, const double* mean,
+                              const double* rstd, const T* bias, const T* scale, const T* gamma,
+                              const T* beta, T* y);
+
+/// The backward's reductions. With loss_target, other is the target and d = y - t, dy = dy_scale *
+/// d, loss = sum d^2 * loss_scale (written when loss is non-null); else other is dy (dy_scale 1).
+/// A, B (N*G): sum of dy*gamma and dy*gamma*xhat; dgamma, dbeta (C).
+template <typename T>
+void conv_block_reduce_cpu(const ConvBlockCpuSizes& sz, bool loss_target, const T* z,
+                           const T* other, const double* mean, const double* rstd, const T* bias,
+                           const T* scale, const T* gamma, const T* beta, double dy_scale,
+                           double loss_scale, double* loss, double* A, double* B, double* dgamma,
+                           double* dbeta);
+
+/// dz from z and other (dy = gs * (y - t) with loss_target, else gs * other), with A and B already
+/// multiplied by the output gradient; dbias and dscale (C) summed per plane, then over n in order.
+template <typename T>
+void conv_block_dz_cpu(const ConvBlockCpuSizes& sz, bool loss_target, const T* z, const T* other,
+                       const double* mean, const double* rstd, const double* A, const double* B,
+                       double a_scale, const T* bias, const T* scale, const T* gamma,
+                       const T* beta, double gs, T* dz, double* dbias, double* dscale);
 
 bool conv_block_supported(int cin, int cout, int k);
 ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G);

@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "ops/conv2d.h"
+#include "ops/bias_scale_sigmoid.h"
 #include "ops/conv_block.h"
+#include "ops/group_norm.h"
 #include "ops/mse_loss.h"
 #include "test_utils.h"
 
@@ -70,6 +73,7 @@ void poison_cache(int64_t elements) {
 TEST(ConvBlock, GradcheckFloat64Cpu) {
   Block b = make_block(2, 2, 4, 5, 6, 3, 2, DType::Float64, 1);
   b.x.set_requires_grad(true);
+  ASSERT_TRUE(ops::conv_block_fused_cpu_available(b.x, b.p));
   std::vector<Tensor> in = {b.x, b.p.weight, b.p.conv_bias, b.p.bias, b.p.scale, b.p.gn_weight, b.p.gn_bias};
   const int64_t g = b.p.groups;
   Tensor target = b.target;
@@ -105,6 +109,127 @@ TEST(ConvBlock, BadInputIsAClearError) {
   EXPECT_THROW(ops::conv_block(Tensor::zeros({1, 3, 5, 5}), b.p), Error);  // channel mismatch
   EXPECT_THROW(ops::conv_block(b.x.to(DType::Float64), b.p), Error);      // dtype mismatch
   EXPECT_THROW(ops::conv_block_mse_loss(b.x, b.p, Tensor::zeros({1, 4, 2, 2})), Error);
+}
+
+// The unfused ops, composed: what the fused paths must equal.
+Tensor composed_block(const Tensor& x, const ops::ConvBlockParams& p) {
+  Tensor z = ops::conv2d(x, p.weight, p.conv_bias);
+  Tensor s = ops::bias_scale_sigmoid(z, p.bias, p.scale);
+  return ops::group_norm(s, p.groups, p.gn_weight, p.gn_bias, ops::GroupNormOptions{p.eps});
+}
+
+void clear_grads(Block& b) {
+  for (auto& t : b.params()) t.set_grad(Tensor());
+  b.x.set_grad(Tensor());
+}
+
+using CpuShape = std::tuple<int, int, int, int, int, int, DType>;
+class ConvBlockCpu : public ::testing::TestWithParam<CpuShape> {};
+
+std::string cpu_shape_name(const ::testing::TestParamInfo<CpuShape>& info) {
+  auto [n, cin, cout, h, w, g, dt] = info.param;
+  return "n" + std::to_string(n) + "_cin" + std::to_string(cin) + "_cout" + std::to_string(cout) +
+         "_" + std::to_string(h) + "x" + std::to_string(w) + "_g" + std::to_string(g) +
+         (dt == DType::Float64 ? "_f64" : "_f32");
+}
+
+// The fused CPU path (float64 and float32) against the composition of the unfused ops in float64:
+// output, loss and every gradient, x included when asked for; one node on the tape. The bound is
+// 1e-10 (float64) or 1e-5 (float32) relative, or twice the float32 composition's own error where
+// that is larger: tiny groups (G = C, 1x1 output) make GroupNorm's backward ill-conditioned, and
+// there float32 itself cannot reach 1e-5.
+TEST_P(ConvBlockCpu, FusedMatchesComposition) {
+  auto [n, cin, cout, h, w, g, dt] = GetParam();
+  const double tol = dt == DType::Float64 ? 1e-10 : 1e-5;
+  Block ref = make_block(n, cin, cout, h, w, 3, g, DType::Float64, 300 + n * 7 + h + w + g);
+  Block fus = convert(ref, Device::CPU, dt);
+  Block cmp = convert(ref, Device::CPU, dt);  // the composition in the same dtype
+  ASSERT_TRUE(ops::conv_block_fused_cpu_available(fus.x, fus.p));
+  const char* names[] = {"weight", "conv_bias", "bias", "scale", "gn_weight", "gn_bias", "x"};
+  auto grads = [](Block& b, bool with_x) {
+    std::vector<Tensor> v;
+    for (auto& t : b.params()) v.push_back(t.grad());
+    if (with_x) v.push_back(b.x.grad());
+    return v;
+  };
+  auto expect_close = [&](const std::vector<Tensor>& f, const std::vector<Tensor>& c,
+                          const std::vector<Tensor>& r, const char* what) {
+    ASSERT_EQ(f.size(), r.size());
+    for (size_t i = 0; i < f.size(); ++i) {
+      const double bound = std::max(tol, 2 * tg::testing::rel_l2(c[i], r[i]));
+      EXPECT_LT(tg::testing::rel_l2(f[i], r[i]), bound) << names[i] << " " << what;
+    }
+  };
+
+  {  // forward without the tape (y written over z)
+    autograd::NoGradGuard ng;
+    EXPECT_LT(tg::testing::rel_l2(ops::conv_block(fus.x, fus.p), composed_block(ref.x, ref.p)), tol);
+  }
+
+  // forward + backward with a given dy, x requiring grad
+  for (Block* b : {&fus, &ref, &cmp}) b->x.set_requires_grad(true);
+  Tensor dy = Tensor::randn({n, cout, h - 2, w - 2}, 11, DType::Float64);
+  autograd::clear_tape();
+  Tensor y = ops::conv_block(fus.x, fus.p);
+  EXPECT_EQ(autograd::tape_size(), 1u) << "the fused path records one node";
+  Tensor yr = composed_block(ref.x, ref.p);
+  EXPECT_LT(tg::testing::rel_l2(y, yr), tol);
+  y.backward(dy.to(dt));
+  yr.backward(dy);
+  composed_block(cmp.x, cmp.p).backward(dy.to(dt));
+  expect_close(grads(fus, true), grads(cmp, true), grads(ref, true), "(dy)");
+
+  // the loss, with and without x's gradient, for an output gradient other than 1
+  for (bool want_dx : {false, true}) {
+    for (Block* b : {&fus, &ref, &cmp}) clear_grads(*b);
+    auto input = [&](Block& b) { return want_dx ? b.x : b.x.detach(); };
+    autograd::clear_tape();
+    Tensor loss = ops::conv_block_mse_loss(input(fus), fus.p, fus.target);
+    EXPECT_EQ(autograd::tape_size(), 1u);
+    Tensor lr = ops::mse_loss(composed_block(input(ref), ref.p), ref.target);
+    EXPECT_NEAR(loss.item(), lr.item(), tol * lr.item());
+    loss.backward(Tensor::full({}, 0.75, dt));
+    lr.backward(Tensor::full({}, 0.75, DType::Float64));
+    ops::mse_loss(composed_block(input(cmp), cmp.p), cmp.target).backward(Tensor::full({}, 0.75, dt));
+    expect_close(grads(fus, want_dx), grads(cmp, want_dx), grads(ref, want_dx), "(loss)");
+    if (!want_dx) EXPECT_FALSE(fus.x.grad().defined()) << "dx computed though x needs no gradient";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ConvBlockCpu,
+    ::testing::Values(
+        CpuShape{2, 3, 6, 7, 9, 3, DType::Float64},  // H != W
+        CpuShape{1, 2, 4, 5, 5, 1, DType::Float64},  // N = 1, G = 1
+        CpuShape{3, 2, 4, 6, 8, 4, DType::Float64},  // G = C
+        CpuShape{2, 3, 4, 3, 3, 2, DType::Float64},  // 1x1 output
+        CpuShape{2, 5, 10, 12, 7, 5, DType::Float64},  // odd sizes
+        CpuShape{2, 3, 6, 7, 9, 3, DType::Float32},  // H != W
+        CpuShape{1, 2, 4, 5, 5, 1, DType::Float32},  // N = 1, G = 1
+        CpuShape{3, 2, 4, 6, 8, 4, DType::Float32},  // G = C
+        CpuShape{2, 3, 4, 3, 3, 2, DType::Float32},  // 1x1 output
+        CpuShape{2, 5, 10, 12, 7, 5, DType::Float32}),  // odd sizes
+    cpu_shape_name);
+
+// Two runs of the fused CPU training step give the same bits (fixed reduction order).
+TEST(ConvBlockCpuDeterminism, SameBitsTwice) {
+  Block b = make_block(5, 8, 32, 19, 23, 3, 8, DType::Float32, 9);
+  std::vector<std::vector<float>> first;
+  float first_loss = 0;
+  for (int run = 0; run < 2; ++run) {
+    clear_grads(b);
+    Tensor loss = ops::conv_block_mse_loss(b.x, b.p, b.target);
+    const float l = loss.to_vector<float>()[0];
+    loss.backward();
+    if (run == 0) {
+      first_loss = l;
+      for (auto& t : b.params()) first.push_back(t.grad().to_vector<float>());
+    } else {
+      EXPECT_EQ(l, first_loss);
+      auto ps = b.params();
+      for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(ps[i].grad().to_vector<float>(), first[i]) << i;
+    }
+  }
 }
 
 class ConvBlockCuda : public ::testing::TestWithParam<std::tuple<int, int, int, int, int, int>> {};
