@@ -61,8 +61,9 @@ if command -v mpirun >/dev/null && grep -q "TG_WITH_DIST:BOOL=ON" build-gpu/CMak
   TG_DIST=1 mpirun -np 1 build-gpu/examples/tg-train $common --output /tmp/dist-nccl >>"$OUT/dist.log" 2>&1
   note "dist (NCCL, 1 rank): rc=$? losses equal: $(python3 -c "
 import json
-a=[json.loads(l)['loss'] for l in open('/tmp/dist-plain/metrics.jsonl') if '\"step\"' in l]
-b=[json.loads(l)['loss'] for l in open('/tmp/dist-nccl/metrics.jsonl') if '\"step\"' in l]
+r=lambda p: [json.loads(l) for l in open(p)]
+a=[x['loss'] for x in r('/tmp/dist-plain/metrics.jsonl') if x['type']=='step']
+b=[x['loss'] for x in r('/tmp/dist-nccl/metrics.jsonl') if x['type']=='step']
 print(len(a)==len(b)==10 and max(abs(x-y)/abs(x) for x,y in zip(a,b)) < 1e-6)" 2>&1)"
 else
   note "dist: skipped (no mpirun or built without MPI)"
