@@ -337,6 +337,7 @@ Forward fused_forward(const Tensor& x, const ConvBlockParams& p) {
   a.k = k;
   a.shape = r.sh;
   a.eps = p.eps;
+  a.tf32 = conv::allow_tf32();
   a.x = f(x);
   a.weight = f(p.weight);
   a.conv_bias = f(p.conv_bias);

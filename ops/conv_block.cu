@@ -261,6 +261,207 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
   }
 }
 
+// ---- forward on TF32 tensor cores (when ops::conv::allow_tf32(), the default, like cuDNN) ----------
+// The same tiles and epilogue as forward_stats_kernel; the convolution is an implicit GEMM on
+// mma.sync.m16n8k8 (TF32 in, FP32 accumulate): M = the 64 pixels of one tile row per warp (4 m-tiles
+// of 16), N = Cout (n-tiles of 8), K = Cin*k*k (k-steps of 8, zero-padded). A comes from the input
+// tile in shared memory (each lane reads its four elements at precomputed offsets), B from the
+// weights staged once per CTA as [k][co] (row pitch Cout + 8: conflict-free fragment loads).
+template <int CIN, int COUT, int KS>
+struct TcCfg {
+  static constexpr int TH = 8, TW = 64, THREADS = 256, WARPS = 8;
+  static constexpr int IH = TH + KS - 1, IW = TW + KS - 1, PITCH = (IW + 3) / 4 * 4;
+  static constexpr int XS = CIN * IH * PITCH;
+  static constexpr int K = CIN * KS * KS, KSTEPS = (K + 7) / 8, KPAD = KSTEPS * 8;
+  static constexpr int NT = COUT / 8, MT = TW / 16;
+  static constexpr int BPITCH = COUT + 8;
+  static_assert(COUT % 8 == 0, "Cout must be a multiple of 8");
+};
+
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int CIN, int COUT, int KS>
+__global__ void __launch_bounds__(256, 2)
+    forward_stats_tf32_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                              const float* __restrict__ conv_bias, const float* __restrict__ bias,
+                              const float* __restrict__ scale, ConvBlockShape sh,
+                              float* __restrict__ z, float4* __restrict__ tile_stats) {
+  using C = TcCfg<CIN, COUT, KS>;
+  extern __shared__ __align__(16) float fsmem[];
+  float* xbuf = fsmem;                           // two input tiles
+  uint32_t* bs = reinterpret_cast<uint32_t*>(fsmem + 2 * C::XS);  // [KPAD][BPITCH], tf32 bits
+  __shared__ float red[C::WARPS][COUT];
+  __shared__ float chan[COUT];
+  __shared__ float gmean[COUT];
+  __shared__ float pbias[COUT], pscale[COUT], pcb[COUT];
+
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int g = lane >> 2, q = lane & 3;  // mma groupID and thread-in-group
+  for (int i = t; i < C::KPAD * COUT; i += C::THREADS) {
+    const int k = i / COUT, co = i % COUT;
+    bs[k * C::BPITCH + co] = to_tf32(k < C::K ? w[co * C::K + k] : 0.f);
+  }
+  for (int i = t; i < COUT; i += C::THREADS) {
+    pbias[i] = bias[i];
+    pscale[i] = scale[i];
+    pcb[i] = conv_bias[i];
+  }
+  // Shared-memory offset in the input tile of each k = (ci, kh, kw); -1 for the zero padding.
+  __shared__ int koffs[C::KPAD];
+  for (int k = t; k < C::KPAD; k += C::THREADS)
+    koffs[k] = k < C::K ? ((k / (KS * KS)) * C::IH + (k / KS) % KS) * C::PITCH + k % KS : -1;
+  const int D = COUT / sh.G;
+  const int tiles_per_image = sh.tiles_y * sh.tiles_x;
+  const int total = sh.N * tiles_per_image;
+
+  auto issue = [&](int tile, float* buf) {
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+    issue_x_tile<CIN, C>(buf, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
+  };
+  if (blockIdx.x < total) issue(blockIdx.x, xbuf);
+  int it = 0;
+  for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
+    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+    const float* xs = xbuf + (it & 1) * C::XS;
+    if (tile + int(gridDim.x) < total) {
+      issue(tile + gridDim.x, xbuf + ((it + 1) & 1) * C::XS);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    float acc[C::MT][C::NT][4];
+#pragma unroll
+    for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+      for (int n = 0; n < C::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.f;
+    const float* row = xs + warp * C::PITCH + g;  // this warp's output row; pixel g of each m-tile
+#pragma unroll
+    for (int s = 0; s < C::KSTEPS; ++s) {
+      const int k0 = koffs[s * 8 + q], k1 = koffs[s * 8 + q + 4];
+      uint32_t b[C::NT][2];
+#pragma unroll
+      for (int n = 0; n < C::NT; ++n) {
+        b[n][0] = bs[(s * 8 + q) * C::BPITCH + n * 8 + g];
+        b[n][1] = bs[(s * 8 + q + 4) * C::BPITCH + n * 8 + g];
+      }
+#pragma unroll
+      for (int m = 0; m < C::MT; ++m) {
+        uint32_t a[4];
+        const float* r0 = row + m * 16;
+        a[0] = k0 >= 0 ? to_tf32(r0[k0]) : 0u;
+        a[1] = k0 >= 0 ? to_tf32(r0[k0 + 8]) : 0u;
+        a[2] = k1 >= 0 ? to_tf32(r0[k1]) : 0u;
+        a[3] = k1 >= 0 ? to_tf32(r0[k1 + 8]) : 0u;
+#pragma unroll
+        for (int n = 0; n < C::NT; ++n) mma_tf32(acc[m][n], a, b[n][0], b[n][1]);
+      }
+    }
+
+    // Epilogue: fragment element e of (m, n) is pixel m*16 + g + 8*(e/2), channel n*8 + 2q + e%2.
+    const int oy = tc.oy0 + warp;
+    float csum[C::NT][2];
+#pragma unroll
+    for (int n = 0; n < C::NT; ++n) csum[n][0] = csum[n][1] = 0.f;
+#pragma unroll
+    for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+      for (int n = 0; n < C::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int co = n * 8 + 2 * q + (e & 1);
+          const int ox = tc.ox0 + m * 16 + g + 8 * (e >> 1);
+          const bool valid = oy < sh.Ho && ox < sh.Wo;
+          const float zz = acc[m][n][e] + pcb[co];
+          if (valid) z[((size_t(tc.n) * COUT + co) * sh.Ho + oy) * sh.Wo + ox] = zz;
+          const float sv = valid ? sigmoidf((zz + pbias[co]) * pscale[co]) : 0.f;
+          acc[m][n][e] = sv;
+          csum[n][e & 1] += sv;
+        }
+    const int rows = min(C::TH, sh.Ho - tc.oy0), cols = min(C::TW, sh.Wo - tc.ox0);
+    const float count = float(rows * cols * D);
+    // Pass 1: per-channel sums: reduce over the 8 lanes (g) that share q, then over warps.
+#pragma unroll
+    for (int n = 0; n < C::NT; ++n)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float v = csum[n][h];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        if (g == 0) red[warp][n * 8 + 2 * q + h] = v;
+      }
+    __syncthreads();
+    if (t < COUT) {
+      float v = 0.f;
+      for (int w2 = 0; w2 < C::WARPS; ++w2) v += red[w2][t];
+      chan[t] = v;
+    }
+    __syncthreads();
+    if (t < COUT) {
+      const int g0 = (t / D) * D;
+      float v = 0.f;
+      for (int c = 0; c < D; ++c) v += chan[g0 + c];
+      gmean[t] = v / count;
+    }
+    __syncthreads();
+    // Pass 2: squared deviations from the tile's group mean.
+#pragma unroll
+    for (int n = 0; n < C::NT; ++n) csum[n][0] = csum[n][1] = 0.f;
+#pragma unroll
+    for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+      for (int n = 0; n < C::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int co = n * 8 + 2 * q + (e & 1);
+          const int ox = tc.ox0 + m * 16 + g + 8 * (e >> 1);
+          const float d = acc[m][n][e] - gmean[co];
+          csum[n][e & 1] += (oy < sh.Ho && ox < sh.Wo) ? d * d : 0.f;
+        }
+#pragma unroll
+    for (int n = 0; n < C::NT; ++n)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float v = csum[n][h];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        if (g == 0) red[warp][n * 8 + 2 * q + h] = v;
+      }
+    __syncthreads();
+    if (t < COUT) {
+      float v = 0.f;
+      for (int w2 = 0; w2 < C::WARPS; ++w2) v += red[w2][t];
+      chan[t] = v;
+    }
+    __syncthreads();
+    if (t < COUT / D) {
+      float m2 = 0.f;
+      for (int c = 0; c < D; ++c) m2 += chan[t * D + c];
+      tile_stats[(size_t(tc.n) * sh.G + t) * tiles_per_image + tc.tile_in_image] =
+          make_float4(count, gmean[t * D], m2, 0.f);
+    }
+    __syncthreads();  // done with xs, red and gmean of this tile
+  }
+}
+
 __global__ void stats_finalize_kernel(const float4* __restrict__ tile_stats, int NG, int tiles,
                                       double eps, float* __restrict__ mean, float* __restrict__ rstd) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -608,16 +809,26 @@ int persistent_grid(const void* kernel, int threads, size_t smem, int total_tile
 
 template <int CIN, int COUT, int KS>
 void forward_impl(const ConvBlockForwardArgs& a) {
-  using C = Cfg<CIN, COUT, KS>;
   ConvBlockShape sh = a.shape;
-  const auto kernel = forward_stats_kernel<CIN, COUT, KS>;
-  const size_t smem = size_t(2 * C::XS) * sizeof(float);
-  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int total = sh.N * sh.tiles_y * sh.tiles_x;
-  const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, smem, total);
   cudaStream_t s = cuda::stream();
-  kernel<<<grid, C::THREADS, smem, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
-                                     reinterpret_cast<float4*>(a.tile_stats));
+  if (a.tf32) {
+    using C = TcCfg<CIN, COUT, KS>;
+    const auto kernel = forward_stats_tf32_kernel<CIN, COUT, KS>;
+    const size_t smem = size_t(2 * C::XS + C::KPAD * C::BPITCH) * sizeof(float);
+    TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, smem, total);
+    kernel<<<grid, C::THREADS, smem, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
+                                          reinterpret_cast<float4*>(a.tile_stats));
+  } else {
+    using C = Cfg<CIN, COUT, KS>;
+    const auto kernel = forward_stats_kernel<CIN, COUT, KS>;
+    const size_t smem = size_t(2 * C::XS) * sizeof(float);
+    TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const int grid = persistent_grid<CIN, COUT, KS>(reinterpret_cast<const void*>(kernel), C::THREADS, smem, total);
+    kernel<<<grid, C::THREADS, smem, s>>>(a.x, a.weight, a.conv_bias, a.bias, a.scale, sh, a.z,
+                                          reinterpret_cast<float4*>(a.tile_stats));
+  }
   TG_CUDA_CHECK_LAUNCH();
   const int NG = sh.N * sh.G;
   stats_finalize_kernel<<<(NG + 127) / 128, 128, 0, s>>>(reinterpret_cast<const float4*>(a.tile_stats),

@@ -48,6 +48,7 @@ struct ConvBlockForwardArgs {
   int cin, cout, k;
   ConvBlockShape shape;
   double eps;
+  bool tf32;  ///< the convolution on TF32 tensor cores (else FP32 FMAs)
   const float *x, *weight, *conv_bias, *bias, *scale;
   float* z;           ///< (N, Cout, Ho, Wo)
   float* tile_stats;  ///< 4 floats per (n, g, tile)

@@ -307,3 +307,29 @@ TEST(ConvBlockCudaFallback, OtherShapesUseTheComposition) {
   ops::conv::set_allow_tf32(true);
   EXPECT_LT(tg::testing::rel_l2(y, ops::conv_block(ref.x, ref.p)), 1e-5);
 }
+
+// With TF32 allowed (the default, like PyTorch's convolutions) the fused forward convolution runs on
+// tensor cores: about 1e-3 relative error against float64, as SPEC.md expects for TF32.
+TEST(ConvBlockCudaTf32, FusedMatchesFloat64ReferenceWithinTf32Error) {
+  TG_SKIP_WITHOUT_GPU();
+  for (auto [n, cin, cout, h, w, g] : {std::make_tuple(2, 8, 32, 19, 70, 8),
+                                       std::make_tuple(3, 8, 32, 26, 131, 32),
+                                       std::make_tuple(4, 3, 16, 34, 34, 8)}) {
+    Block ref = make_block(n, cin, cout, h, w, 3, g, DType::Float64, 300 + h);
+    Block gpu = convert(ref, Device::CUDA, DType::Float32);
+    ASSERT_TRUE(ops::conv::allow_tf32());
+    {
+      autograd::NoGradGuard ng;
+      poison_cache(int64_t(n) * cout * (h - 2) * (w - 2));
+      EXPECT_LT(tg::testing::rel_l2(ops::conv_block(gpu.x, gpu.p), ops::conv_block(ref.x, ref.p)), 5e-3);
+    }
+    Tensor loss = ops::conv_block_mse_loss(gpu.x, gpu.p, gpu.target);
+    Tensor lr = ops::conv_block_mse_loss(ref.x, ref.p, ref.target);
+    EXPECT_NEAR(loss.item(), lr.item(), 5e-3 * lr.item());
+    loss.backward();
+    lr.backward();
+    auto pg = gpu.params(), pr = ref.params();
+    for (size_t i = 0; i < pg.size(); ++i)
+      EXPECT_LT(tg::testing::rel_l2(pg[i].grad(), pr[i].grad()), 1e-2) << i << " shape " << h << "x" << w;
+  }
+}
