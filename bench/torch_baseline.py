@@ -77,6 +77,18 @@ def bench_size(n, cin, cout, hw, k, groups, compile_mode, items, small=False):
         res["conv_backward/eager"] = time_ms(
             lambda: torch.autograd.grad(model.conv(x), [model.conv.weight, model.conv.bias], gy))
         res["tail_forward_backward/eager"] = time_ms(lambda: model.tail(zr).backward(gy))
+        # each op alone (tg-bench's "ops" items)
+        tt = torch.randn_like(z)
+        bss = lambda: torch.sigmoid((zr + model.bias) * model.scale)
+        gn = lambda: model.group_norm(zr)
+        mse = lambda: F.mse_loss(zr, tt)
+        with torch.no_grad():
+            res["bias_scale_sigmoid_fwd/eager"] = time_ms(bss)
+            res["group_norm_fwd/eager"] = time_ms(gn)
+            res["mse_loss_fwd/eager"] = time_ms(mse)
+        res["bias_scale_sigmoid_fwd_bwd/eager"] = time_ms(lambda: bss().backward(gy))
+        res["group_norm_fwd_bwd/eager"] = time_ms(lambda: gn().backward(gy))
+        res["mse_loss_fwd_bwd/eager"] = time_ms(lambda: mse().backward())
     res["train_step/eager"] = time_ms(step_with(loss_fn))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

@@ -28,6 +28,7 @@
 #include "ops/bias_scale_sigmoid.h"
 #include "ops/conv2d.h"
 #include "ops/group_norm.h"
+#include "ops/mse_loss.h"
 #include "optim/sgd.h"
 
 using namespace tg;
@@ -96,7 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "timed runs per item")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--warmup", warmup, "untimed runs first")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--items", items_s, "comma-separated subset: conv_forward,conv_backward,tail_forward,"
-                                     "tail_forward_backward,forward,train_step (default all)");
+                                     "tail_forward_backward,ops,forward,train_step (default all; ops = each "
+                                     "op alone)");
   app.add_option("--json", json_path, "write the results here");
   try {
     app.parse(argc, argv);
@@ -173,6 +175,34 @@ int main(int argc, char** argv) {
                  zr.set_grad(Tensor());
                  model.zero_grad();
                }), 5 * zb);
+      }
+      // Each op of the model alone, forward and forward + backward (issue 3's per-op table).
+      if (want("ops")) {
+        Tensor zr = z.detach().set_requires_grad();
+        Tensor dy = Tensor::randn(z.shape(), 5, DType::Float32, dev);
+        Tensor tt = Tensor::randn(z.shape(), 6, DType::Float32, dev);
+        Tensor one = Tensor::ones({}, DType::Float32, dev);
+        auto fwd_bwd = [&](const std::function<Tensor()>& f, const Tensor& g) {
+          return [&, f, g] {
+            f().backward(g);
+            zr.set_grad(Tensor());
+            model.zero_grad();
+          };
+        };
+        std::function<Tensor()> bss = [&] { return ops::bias_scale_sigmoid(zr, model.bias, model.scale); };
+        std::function<Tensor()> gn = [&] {
+          return ops::group_norm(zr, s.g, model.group_norm->weight, model.group_norm->bias);
+        };
+        std::function<Tensor()> mse = [&] { return ops::mse_loss(zr, tt); };
+        {
+          autograd::NoGradGuard ng;
+          report("bias_scale_sigmoid_fwd", time_it(dev, warmup, reps, [&] { bss(); }), 2 * zb);
+          report("group_norm_fwd", time_it(dev, warmup, reps, [&] { gn(); }), 2 * zb);
+          report("mse_loss_fwd", time_it(dev, warmup, reps, [&] { mse(); }), 2 * zb);
+        }
+        report("bias_scale_sigmoid_fwd_bwd", time_it(dev, warmup, reps, fwd_bwd(bss, dy)), 5 * zb);
+        report("group_norm_fwd_bwd", time_it(dev, warmup, reps, fwd_bwd(gn, dy)), 5 * zb);
+        report("mse_loss_fwd_bwd", time_it(dev, warmup, reps, fwd_bwd(mse, one)), 5 * zb);
       }
       if (want("forward")) {
         autograd::NoGradGuard ng;
