@@ -99,6 +99,82 @@ __device__ __forceinline__ TileCoord tile_coord(int tile, int tiles_x, int tiles
   return t;
 }
 
+// Persistent CTAs walk the tiles blockIdx.x, blockIdx.x + gridDim.x, ...; the input tile of the next
+// one is copied (cp.async) into the other of two shared-memory buffers while this one is computed.
+//   pipe.start();  for (tile...; ++it) { xs = pipe.advance(tile, it); ... __syncthreads(); }
+// (or prefetch_next() early and wait_current() later, to overlap more work with the copy).
+template <int CIN, class C>
+struct TilePipeline {
+  const float* x;
+  const ConvBlockShape& sh;
+  float* xbuf;  // [2][XS]
+  int total, tiles_per_image;
+
+  __device__ TilePipeline(const float* x_, const ConvBlockShape& sh_, float* xbuf_)
+      : x(x_), sh(sh_), xbuf(xbuf_) {
+    tiles_per_image = sh.tiles_y * sh.tiles_x;
+    total = sh.N * tiles_per_image;
+  }
+  __device__ TileCoord coord(int tile) const {
+    return tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
+  }
+  __device__ float* buffer(int it) const { return xbuf + (it & 1) * C::XS; }
+  __device__ void issue(int tile, int it) const {
+    const TileCoord tc = coord(tile);
+    issue_x_tile<CIN, C>(buffer(it), x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0,
+                         tc.ox0);
+  }
+  __device__ void start() const {
+    if (int(blockIdx.x) < total) issue(blockIdx.x, 0);
+  }
+  __device__ bool has_next(int tile) const { return tile + int(gridDim.x) < total; }
+  // Call only when every thread is done with buffer(it + 1) (the previous tile's).
+  __device__ void prefetch_next(int tile, int it) const {
+    if (has_next(tile)) issue(tile + gridDim.x, it + 1);
+  }
+  // This thread's copies of the current tile have landed (a barrier makes them everyone's).
+  __device__ void wait_current(int tile) const {
+    if (has_next(tile)) {
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+  }
+  __device__ const float* advance(int tile, int it) const {
+    prefetch_next(tile, it);
+    wait_current(tile);
+    return buffer(it);
+  }
+};
+
+// The end of a tile's GroupNorm statistics. After chan[co] holds the tile's per-channel sums of s:
+// gmean[co] = the mean of co's group over the tile (count elements per group).
+template <int COUT>
+__device__ void tile_group_means(const float* chan, float* gmean, int D, float count) {
+  const int t = threadIdx.x;
+  if (t < COUT) {
+    const int g0 = (t / D) * D;
+    float v = 0.f;
+    for (int c = 0; c < D; ++c) v += chan[g0 + c];
+    gmean[t] = v / count;
+  }
+}
+
+// After chan[co] holds per-channel sums of squared deviations from gmean: (count, mean, M2) of
+// each group of the tile, into tile_stats[(n * G + g) * tiles_per_image + tile_in_image].
+template <int COUT>
+__device__ void write_tile_group_stats(const float* chan, const float* gmean, int D, float count,
+                                       const TileCoord& tc, int G, int tiles_per_image,
+                                       float4* tile_stats) {
+  const int t = threadIdx.x;
+  if (t < COUT / D) {
+    float m2 = 0.f;
+    for (int c = 0; c < D; ++c) m2 += chan[t * D + c];
+    tile_stats[(size_t(tc.n) * G + t) * tiles_per_image + tc.tile_in_image] =
+        make_float4(count, gmean[t * D], m2, 0.f);
+  }
+}
+
 // ---- forward: conv + bias/scale/sigmoid epilogue + per-tile GroupNorm statistics ----------------
 template <int CIN, int COUT, int KS>
 __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
@@ -130,22 +206,13 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
-  auto issue = [&](int tile, float* buf) {
-    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    issue_x_tile<CIN, C>(buf, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
-  };
-  if (blockIdx.x < total) issue(blockIdx.x, xbuf);
+  TilePipeline<CIN, C> pipe(x, sh, xbuf);
+  pipe.start();
   int it = 0;
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
-    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    const float* xs = xbuf + (it & 1) * C::XS;
+    const TileCoord tc = pipe.coord(tile);
     // The other buffer's readers finished at the end of the previous tile: fetch the next tile.
-    if (tile + int(gridDim.x) < total) {
-      issue(tile + gridDim.x, xbuf + ((it + 1) & 1) * C::XS);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    const float* xs = pipe.advance(tile, it);
     __syncthreads();  // this tile's copies (and the weights) are visible to every thread
 
     float acc[C::CPT][C::PX];
@@ -223,12 +290,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
       chan[t] = v;
     }
     __syncthreads();
-    if (t < COUT) {
-      const int g0 = (t / D) * D;
-      float v = 0.f;
-      for (int c = 0; c < D; ++c) v += chan[g0 + c];
-      gmean[t] = v / count;
-    }
+    tile_group_means<COUT>(chan, gmean, D, count);
     __syncthreads();
     // Pass 2: per-channel sums of squared deviations from the tile's group mean.
 #pragma unroll
@@ -251,12 +313,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
       chan[t] = v;
     }
     __syncthreads();
-    if (t < sh.G / 1 && t < COUT / D) {
-      float m2 = 0.f;
-      for (int c = 0; c < D; ++c) m2 += chan[t * D + c];
-      tile_stats[(size_t(tc.n) * sh.G + t) * tiles_per_image + tc.tile_in_image] =
-          make_float4(count, gmean[t * D], m2, 0.f);
-    }
+    write_tile_group_stats<COUT>(chan, gmean, D, count, tc, sh.G, tiles_per_image, tile_stats);
     __syncthreads();  // done with xs, red and gmean of this tile
   }
 }
@@ -327,21 +384,12 @@ __global__ void __launch_bounds__(256, 2)
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
-  auto issue = [&](int tile, float* buf) {
-    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    issue_x_tile<CIN, C>(buf, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
-  };
-  if (blockIdx.x < total) issue(blockIdx.x, xbuf);
+  TilePipeline<CIN, C> pipe(x, sh, xbuf);
+  pipe.start();
   int it = 0;
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
-    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    const float* xs = xbuf + (it & 1) * C::XS;
-    if (tile + int(gridDim.x) < total) {
-      issue(tile + gridDim.x, xbuf + ((it + 1) & 1) * C::XS);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    const TileCoord tc = pipe.coord(tile);
+    const float* xs = pipe.advance(tile, it);
     __syncthreads();
 
     float acc[C::MT][C::NT][4];
@@ -414,12 +462,7 @@ __global__ void __launch_bounds__(256, 2)
       chan[t] = v;
     }
     __syncthreads();
-    if (t < COUT) {
-      const int g0 = (t / D) * D;
-      float v = 0.f;
-      for (int c = 0; c < D; ++c) v += chan[g0 + c];
-      gmean[t] = v / count;
-    }
+    tile_group_means<COUT>(chan, gmean, D, count);
     __syncthreads();
     // Pass 2: squared deviations from the tile's group mean.
 #pragma unroll
@@ -452,12 +495,7 @@ __global__ void __launch_bounds__(256, 2)
       chan[t] = v;
     }
     __syncthreads();
-    if (t < COUT / D) {
-      float m2 = 0.f;
-      for (int c = 0; c < D; ++c) m2 += chan[t * D + c];
-      tile_stats[(size_t(tc.n) * sh.G + t) * tiles_per_image + tc.tile_in_image] =
-          make_float4(count, gmean[t * D], m2, 0.f);
-    }
+    write_tile_group_stats<COUT>(chan, gmean, D, count, tc, sh.G, tiles_per_image, tile_stats);
     __syncthreads();  // done with xs, red and gmean of this tile
   }
 }
@@ -646,17 +684,14 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
 #pragma unroll
   for (int k = 0; k < CH_PER_WARP; ++k) acc_db[k] = acc_ds[k] = 0.f;
 
-  auto issue = [&](int tile, float* buf) {
-    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    issue_x_tile<CIN, C>(buf, x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0, tc.ox0);
-  };
-  if (blockIdx.x < total) issue(blockIdx.x, xbuf);
+  TilePipeline<CIN, C> pipe(x, sh, xbuf);
+  pipe.start();
   int it = 0;
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
-    const TileCoord tc = tile_coord(tile, sh.tiles_x, tiles_per_image, C::TH, C::TW);
-    const float* xs = xbuf + (it & 1) * C::XS;
+    const TileCoord tc = pipe.coord(tile);
+    const float* xs = pipe.buffer(it);
     __syncthreads();  // the previous tile's weight-gradient readers are done with dzs and the buffer
-    if (tile + int(gridDim.x) < total) issue(tile + gridDim.x, xbuf + ((it + 1) & 1) * C::XS);
+    pipe.prefetch_next(tile, it);  // its copy overlaps this tile's dz phase
 
     // dz for every channel of the tile: warp -> channels, lanes -> pixels (coalesced rows).
 #pragma unroll
@@ -700,11 +735,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
         }
       }
     }
-    if (tile + int(gridDim.x) < total) {
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+    pipe.wait_current(tile);
     __syncthreads();
 
     // dW[co][ci][kh][kw] += sum over the tile's pixels of dz[co][p] * x[ci][p + (kh, kw)]
