@@ -384,6 +384,27 @@ __global__ void __launch_bounds__(256, 2)
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
+  // chan[co] = the CTA's total of csum for channel co (lane (g, q) holds channels n*8 + 2q + h):
+  // over the 8 lanes that share q, then over the warps.
+  auto channel_totals = [&](const float (&csum)[C::NT][2]) {
+#pragma unroll
+    for (int n = 0; n < C::NT; ++n)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float v = csum[n][h];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        if (g == 0) red[warp][n * 8 + 2 * q + h] = v;
+      }
+    __syncthreads();
+    if (t < COUT) {
+      float v = 0.f;
+      for (int w2 = 0; w2 < C::WARPS; ++w2) v += red[w2][t];
+      chan[t] = v;
+    }
+    __syncthreads();
+  };
   TilePipeline<CIN, C> pipe(x, sh, xbuf);
   pipe.start();
   int it = 0;
@@ -444,24 +465,8 @@ __global__ void __launch_bounds__(256, 2)
         }
     const int rows = min(C::TH, sh.Ho - tc.oy0), cols = min(C::TW, sh.Wo - tc.ox0);
     const float count = float(rows * cols * D);
-    // Pass 1: per-channel sums: reduce over the 8 lanes (g) that share q, then over warps.
-#pragma unroll
-    for (int n = 0; n < C::NT; ++n)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float v = csum[n][h];
-        v += __shfl_xor_sync(0xffffffffu, v, 4);
-        v += __shfl_xor_sync(0xffffffffu, v, 8);
-        v += __shfl_xor_sync(0xffffffffu, v, 16);
-        if (g == 0) red[warp][n * 8 + 2 * q + h] = v;
-      }
-    __syncthreads();
-    if (t < COUT) {
-      float v = 0.f;
-      for (int w2 = 0; w2 < C::WARPS; ++w2) v += red[w2][t];
-      chan[t] = v;
-    }
-    __syncthreads();
+    // Pass 1: per-channel sums -> the tile's group means.
+    channel_totals(csum);
     tile_group_means<COUT>(chan, gmean, D, count);
     __syncthreads();
     // Pass 2: squared deviations from the tile's group mean.
@@ -478,23 +483,7 @@ __global__ void __launch_bounds__(256, 2)
           const float d = acc[m][n][e] - gmean[co];
           csum[n][e & 1] += (oy < sh.Ho && ox < sh.Wo) ? d * d : 0.f;
         }
-#pragma unroll
-    for (int n = 0; n < C::NT; ++n)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float v = csum[n][h];
-        v += __shfl_xor_sync(0xffffffffu, v, 4);
-        v += __shfl_xor_sync(0xffffffffu, v, 8);
-        v += __shfl_xor_sync(0xffffffffu, v, 16);
-        if (g == 0) red[warp][n * 8 + 2 * q + h] = v;
-      }
-    __syncthreads();
-    if (t < COUT) {
-      float v = 0.f;
-      for (int w2 = 0; w2 < C::WARPS; ++w2) v += red[w2][t];
-      chan[t] = v;
-    }
-    __syncthreads();
+    channel_totals(csum);
     write_tile_group_stats<COUT>(chan, gmean, D, count, tc, sh.G, tiles_per_image, tile_stats);
     __syncthreads();  // done with xs, red and gmean of this tile
   }
