@@ -312,6 +312,46 @@ Tensor composed(const Tensor& x, const ConvBlockParams& p) {
   return group_norm(s, p.groups, p.gn_weight, p.gn_bias, GroupNormOptions{p.eps});
 }
 
+// What both fused nodes (CUDA and CPU) keep for the backward. Inputs on the tape: x, weight,
+// conv_bias, bias, scale, gn_weight, gn_bias (and the target, which gets no gradient: a target that
+// requires grad takes the composed path). conv_bias is not saved: z already includes it.
+class ConvBlockNodeBase : public autograd::Node {
+ public:
+  ConvBlockNodeBase(bool loss, int64_t groups) : loss_(loss), groups_(groups) {}
+  const char* name() const override { return loss_ ? "conv_block_mse_loss" : "conv_block"; }
+
+  void save(const Tensor& x, const ConvBlockParams& p, const Tensor& z, const Tensor& target) {
+    x_ = autograd::SavedTensor(x);
+    weight_ = autograd::SavedTensor(p.weight);
+    bias_ = autograd::SavedTensor(p.bias);
+    scale_ = autograd::SavedTensor(p.scale);
+    gn_weight_ = autograd::SavedTensor(p.gn_weight);
+    gn_bias_ = autograd::SavedTensor(p.gn_bias);
+    z_ = autograd::SavedTensor(z);
+    if (target.defined()) target_ = autograd::SavedTensor(target);
+  }
+  /// The saved parameters (conv_bias left undefined); throws if one was modified in place.
+  ConvBlockParams params() const {
+    ConvBlockParams p;
+    p.weight = weight_.get(name());
+    p.bias = bias_.get(name());
+    p.scale = scale_.get(name());
+    p.gn_weight = gn_weight_.get(name());
+    p.gn_bias = gn_bias_.get(name());
+    p.groups = groups_;
+    return p;
+  }
+  void release_saved() override {
+    for (auto* s : {&x_, &weight_, &bias_, &scale_, &gn_weight_, &gn_bias_, &target_, &z_})
+      s->release();
+  }
+
+ protected:
+  bool loss_;
+  int64_t groups_;
+  autograd::SavedTensor x_, weight_, bias_, scale_, gn_weight_, gn_bias_, target_, z_;
+};
+
 #ifdef TG_WITH_CUDA
 const float* f(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 float* fm(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
@@ -391,22 +431,14 @@ Reduced fused_reduce(const Forward& fw, const ConvBlockParams& p, const Tensor& 
 }
 
 
-class ConvBlockNode : public autograd::Node {
+class ConvBlockNode : public ConvBlockNodeBase {
  public:
-  ConvBlockNode(bool loss, int64_t groups) : loss_(loss), groups_(groups) {}
-  const char* name() const override { return loss_ ? "conv_block_mse_loss" : "conv_block"; }
+  using ConvBlockNodeBase::ConvBlockNodeBase;
 
   std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
     const char* op = name();
     const Tensor& x = x_.get(op);
-    ConvBlockParams p;
-    p.weight = weight_.get(op);
-    p.conv_bias = conv_bias_.get(op);
-    p.bias = bias_.get(op);
-    p.scale = scale_.get(op);
-    p.gn_weight = gn_weight_.get(op);
-    p.gn_bias = gn_bias_.get(op);
-    p.groups = groups_;
+    const ConvBlockParams p = params();
     Forward fw;
     fw.z = z_.get(op);
     fw.mean = mean_.get(op);
@@ -428,8 +460,8 @@ class ConvBlockNode : public autograd::Node {
     Tensor db_part = Tensor::empty({int64_t(grid) * cout}, DType::Float32, Device::CUDA);
     Tensor ds_part = Tensor::empty({int64_t(grid) * cout}, DType::Float32, Device::CUDA);
     std::vector<Tensor> out(inputs().size());
-    auto grad_like = [&](size_t i, const Tensor& t) {
-      if (needs_input_grad(i)) out[i] = Tensor::empty(t.shape(), DType::Float32, Device::CUDA);
+    auto grad_like = [&](size_t i, const Shape& shape) {
+      if (needs_input_grad(i)) out[i] = Tensor::empty(shape, DType::Float32, Device::CUDA);
       return fm(out[i]);
     };
     Tensor dz;
@@ -460,44 +492,37 @@ class ConvBlockNode : public autograd::Node {
     a.dw_part = fm(dw_part);
     a.dbias_part = fm(db_part);
     a.dscale_part = fm(ds_part);
-    a.dweight = grad_like(1, p.weight);
-    a.dconv_bias = grad_like(2, p.conv_bias);
-    a.dbias = grad_like(3, p.bias);
-    a.dscale = grad_like(4, p.scale);
-    a.dgamma = grad_like(5, p.gn_weight);
-    a.dbeta = grad_like(6, p.gn_bias);
+    a.dweight = grad_like(1, p.weight.shape());
+    a.dconv_bias = grad_like(2, Shape{cout});
+    a.dbias = grad_like(3, p.bias.shape());
+    a.dscale = grad_like(4, p.scale.shape());
+    a.dgamma = grad_like(5, p.gn_weight.shape());
+    a.dbeta = grad_like(6, p.gn_bias.shape());
     detail::conv_block_backward_cuda(a);
     if (dz.defined()) out[0] = conv2d_backward(dz, x, p.weight, Conv2dOptions{}, true, false, false).dx;
     return out;
   }
 
   void release_saved() override {
-    for (auto* s : {&x_, &weight_, &conv_bias_, &bias_, &scale_, &gn_weight_, &gn_bias_, &target_,
-                    &z_, &mean_, &rstd_})
-      s->release();
+    ConvBlockNodeBase::release_saved();
+    mean_.release();
+    rstd_.release();
     red_ = Reduced{};
   }
 
-  bool loss_;
-  int64_t groups_;
   detail::ConvBlockShape sh_{};
-  autograd::SavedTensor x_, weight_, conv_bias_, bias_, scale_, gn_weight_, gn_bias_, target_, z_,
-      mean_, rstd_;
+  autograd::SavedTensor mean_, rstd_;
   Reduced red_;
 };
 
-void save_params(ConvBlockNode& n, const Tensor& x, const ConvBlockParams& p, const Forward& fw) {
-  n.x_ = autograd::SavedTensor(x);
-  n.weight_ = autograd::SavedTensor(p.weight);
-  n.conv_bias_ = autograd::SavedTensor(p.conv_bias);
-  n.bias_ = autograd::SavedTensor(p.bias);
-  n.scale_ = autograd::SavedTensor(p.scale);
-  n.gn_weight_ = autograd::SavedTensor(p.gn_weight);
-  n.gn_bias_ = autograd::SavedTensor(p.gn_bias);
-  n.z_ = autograd::SavedTensor(fw.z);
-  n.mean_ = autograd::SavedTensor(fw.mean);
-  n.rstd_ = autograd::SavedTensor(fw.rstd);
-  n.sh_ = fw.sh;
+std::shared_ptr<ConvBlockNode> make_cuda_node(bool loss, const Tensor& x, const ConvBlockParams& p,
+                                              const Forward& fw, const Tensor& target) {
+  auto n = std::make_shared<ConvBlockNode>(loss, p.groups);
+  n->save(x, p, fw.z, target);
+  n->mean_ = autograd::SavedTensor(fw.mean);
+  n->rstd_ = autograd::SavedTensor(fw.rstd);
+  n->sh_ = fw.sh;
+  return n;
 }
 #endif
 
@@ -570,12 +595,9 @@ CpuReduced cpu_reduce(const CpuForward& fw, const ConvBlockParams& p, const Tens
   return r;
 }
 
-// Inputs on the tape: x, weight, conv_bias, bias, scale, gn_weight, gn_bias (and the target, which
-// gets no gradient: a target that requires grad takes the composed path).
-class ConvBlockCpuNode : public autograd::Node {
+class ConvBlockCpuNode : public ConvBlockNodeBase {
  public:
-  ConvBlockCpuNode(bool loss, int64_t groups) : loss_(loss), groups_(groups) {}
-  const char* name() const override { return loss_ ? "conv_block_mse_loss" : "conv_block"; }
+  using ConvBlockNodeBase::ConvBlockNodeBase;
 
   std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
     return dispatch_dtype(g[0].dtype(), [&](auto tag) {
@@ -587,13 +609,7 @@ class ConvBlockCpuNode : public autograd::Node {
   template <typename T>
   std::vector<Tensor> backward_typed(const std::vector<Tensor>& g) {
     const char* op = name();
-    ConvBlockParams p;
-    p.weight = weight_.get(op);
-    p.bias = bias_.get(op);
-    p.scale = scale_.get(op);
-    p.gn_weight = gn_weight_.get(op);
-    p.gn_bias = gn_bias_.get(op);
-    p.groups = groups_;
+    const ConvBlockParams p = params();
     CpuForward fw;
     fw.z = z_.get(op);
     fw.mean = mean_;
@@ -646,29 +662,20 @@ class ConvBlockCpuNode : public autograd::Node {
   }
 
   void release_saved() override {
-    for (auto* s : {&x_, &weight_, &bias_, &scale_, &gn_weight_, &gn_bias_, &target_, &z_})
-      s->release();
+    ConvBlockNodeBase::release_saved();
     mean_ = rstd_ = {};
     red_ = CpuReduced{};
   }
 
-  bool loss_;
-  int64_t groups_;
-  autograd::SavedTensor x_, weight_, bias_, scale_, gn_weight_, gn_bias_, target_, z_;
   std::vector<double> mean_, rstd_;
   CpuReduced red_;
 };
 
 std::shared_ptr<ConvBlockCpuNode> make_cpu_node(bool loss, const Tensor& x,
-                                                const ConvBlockParams& p, CpuForward& fw) {
+                                                const ConvBlockParams& p, CpuForward& fw,
+                                                const Tensor& target = Tensor()) {
   auto n = std::make_shared<ConvBlockCpuNode>(loss, p.groups);
-  n->x_ = autograd::SavedTensor(x);
-  n->weight_ = autograd::SavedTensor(p.weight);
-  n->bias_ = autograd::SavedTensor(p.bias);
-  n->scale_ = autograd::SavedTensor(p.scale);
-  n->gn_weight_ = autograd::SavedTensor(p.gn_weight);
-  n->gn_bias_ = autograd::SavedTensor(p.gn_bias);
-  n->z_ = autograd::SavedTensor(fw.z);
+  n->save(x, p, fw.z, target);
   n->mean_ = std::move(fw.mean);
   n->rstd_ = std::move(fw.rstd);
   return n;
@@ -701,8 +708,7 @@ Tensor cpu_conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const 
   auto inputs = all_inputs(x, p);
   inputs.push_back(target);
   if (autograd::should_record(inputs)) {
-    auto node = make_cpu_node(true, x, p, fw);
-    node->target_ = autograd::SavedTensor(target);
+    auto node = make_cpu_node(true, x, p, fw, target);
     node->red_ = std::move(red);
     autograd::record(node, inputs, {loss});
   }
@@ -751,8 +757,7 @@ Tensor conv_block(const Tensor& x, const ConvBlockParams& p) {
   detail::conv_block_normalize_cuda(f(fw.z), f(fw.mean), f(fw.rstd), f(p.bias), f(p.scale),
                                     f(p.gn_weight), f(p.gn_bias), fw.sh, cout, fm(y));
   if (record) {
-    auto node = std::make_shared<ConvBlockNode>(false, p.groups);
-    save_params(*node, x, p, fw);
+    auto node = make_cuda_node(false, x, p, fw, Tensor());
     autograd::record(node, all_inputs(x, p), {y});
   } else {
     y.bump_version();
@@ -795,9 +800,7 @@ Tensor conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tens
   auto inputs = all_inputs(x, p);
   inputs.push_back(target);
   if (autograd::should_record(inputs)) {
-    auto node = std::make_shared<ConvBlockNode>(true, p.groups);
-    save_params(*node, x, p, fw);
-    node->target_ = autograd::SavedTensor(target);
+    auto node = make_cuda_node(true, x, p, fw, target);
     node->red_ = red;
     autograd::record(node, inputs, {loss});
   }
