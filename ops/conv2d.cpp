@@ -55,6 +55,22 @@ void clear_algorithm_cache() {}
 // ---- CPU kernels --------------------------------------------------------------------------------
 
 namespace detail {
+
+Conv2dParams conv2d_params(const Tensor& x, const Tensor& weight, const Conv2dOptions& opt) {
+  Conv2dParams p;
+  p.N = x.size(0);
+  p.Cin = x.size(1);
+  p.H = x.size(2);
+  p.W = x.size(3);
+  p.Cout = weight.size(0);
+  p.kH = weight.size(2);
+  p.kW = weight.size(3);
+  p.stride = opt.stride;
+  p.padding = opt.padding;
+  p.Hout = (p.H + 2 * p.padding - p.kH) / p.stride + 1;
+  p.Wout = (p.W + 2 * p.padding - p.kW) / p.stride + 1;
+  return p;
+}
 namespace {
 
 template <typename T>
@@ -252,24 +268,13 @@ detail::Conv2dParams check_conv2d(const Tensor& x, const Tensor& weight, const T
            ", got ", weight.device());
   TG_CHECK(opt.stride >= 1, "conv2d: expected stride >= 1, got ", opt.stride);
   TG_CHECK(opt.padding >= 0, "conv2d: expected padding >= 0, got ", opt.padding);
-  detail::Conv2dParams p;
-  p.N = x.size(0);
-  p.Cin = x.size(1);
-  p.H = x.size(2);
-  p.W = x.size(3);
-  p.Cout = weight.size(0);
-  p.kH = weight.size(2);
-  p.kW = weight.size(3);
-  p.stride = opt.stride;
-  p.padding = opt.padding;
+  detail::Conv2dParams p = detail::conv2d_params(x, weight, opt);
   TG_CHECK(weight.size(1) == p.Cin, "conv2d: expected weight with Cin = ", p.Cin,
            " input channels (x is ", x.shape(), "), got weight ", weight.shape());
   const int64_t Hp = p.H + 2 * p.padding, Wp = p.W + 2 * p.padding;
   TG_CHECK(p.kH <= Hp && p.kW <= Wp, "conv2d: expected a kernel no larger than the padded input ",
            Shape{Hp, Wp}, " (x ", x.shape(), ", padding ", p.padding, "), got kernel ",
            Shape{p.kH, p.kW});
-  p.Hout = (Hp - p.kH) / p.stride + 1;
-  p.Wout = (Wp - p.kW) / p.stride + 1;
   if (bias.defined()) {
     TG_CHECK(bias.dim() == 1 && bias.size(0) == p.Cout, "conv2d: expected bias of shape ",
              Shape{p.Cout}, " (Cout), got ", bias.shape());

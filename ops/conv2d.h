@@ -74,6 +74,9 @@ struct Conv2dParams {
   int64_t Hout = 0, Wout = 0;
 };
 
+/// The sizes of conv(x, weight) with opt (no checks: conv2d() validates before using them).
+Conv2dParams conv2d_params(const Tensor& x, const Tensor& weight, const Conv2dOptions& opt);
+
 /// CPU forward: y = conv(x, w) + b (b may be null). T is float or double.
 template <typename T>
 void conv2d_forward_cpu(const Conv2dParams& p, const T* x, const T* w, const T* b, T* y);

@@ -532,20 +532,6 @@ std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
 
 // ---- the fused CPU path -------------------------------------------------------------------------
 
-detail::Conv2dParams cpu_conv_params(const Tensor& x, const Tensor& weight) {
-  detail::Conv2dParams c;
-  c.N = x.size(0);
-  c.Cin = x.size(1);
-  c.H = x.size(2);
-  c.W = x.size(3);
-  c.Cout = weight.size(0);
-  c.kH = weight.size(2);
-  c.kW = weight.size(3);
-  c.Hout = c.H - c.kH + 1;
-  c.Wout = c.W - c.kW + 1;
-  return c;
-}
-
 detail::ConvBlockCpuSizes cpu_sizes(const detail::Conv2dParams& c, int64_t groups) {
   return {c.N, c.Cout, c.Hout * c.Wout, groups};
 }
@@ -557,7 +543,7 @@ struct CpuForward {
 
 template <typename T>
 CpuForward cpu_forward(const Tensor& x, const ConvBlockParams& p) {
-  const detail::Conv2dParams c = cpu_conv_params(x, p.weight);
+  const detail::Conv2dParams c = detail::conv2d_params(x, p.weight, Conv2dOptions{});
   CpuForward r;
   r.z = Tensor::empty({c.N, c.Cout, c.Hout, c.Wout}, x.dtype(), Device::CPU);
   detail::conv2d_forward_cpu<T>(c, x.data<T>(), p.weight.data<T>(), p.conv_bias.data<T>(),
@@ -651,7 +637,7 @@ class ConvBlockCpuNode : public ConvBlockNodeBase {
     channel_grad(4, p.scale.shape(), dscale, 1.0);
     if (need_dx || need_dw) {
       const Tensor x = x_.get(op);
-      const detail::Conv2dParams c = cpu_conv_params(x, p.weight);
+      const detail::Conv2dParams c = detail::conv2d_params(x, p.weight, Conv2dOptions{});
       if (need_dx) out[0] = Tensor::empty(x.shape(), x.dtype(), Device::CPU);
       if (need_dw) out[1] = Tensor::empty(p.weight.shape(), x.dtype(), Device::CPU);
       detail::conv2d_backward_cpu<T>(c, x.data<T>(), p.weight.data<T>(), dz.data<T>(),
