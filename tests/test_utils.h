@@ -2,9 +2,12 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -162,5 +165,24 @@ struct TempDir {
     return out;
   }
 };
+
+/// What a shell command printed (stdout and stderr), its exit code and how long it ran.
+struct CommandResult {
+  int code;
+  std::string output;
+  double seconds;
+};
+
+/// Runs cmd through the shell and waits for it.
+inline CommandResult run_command(const std::string& cmd) {
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (p && fgets(buf, sizeof buf, p)) out += buf;
+  const int status = p ? pclose(p) : -1;
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, s};
+}
 
 }  // namespace tg::testing

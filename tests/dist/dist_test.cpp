@@ -14,6 +14,7 @@
 #include "dist/process_group.h"
 #include "io/checkpoint.h"
 #include "io/synthetic.h"
+#include "test_utils.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -27,22 +28,8 @@ const std::string kMpirun =
     "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
     "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun -np 2 ";
 
-struct Result {
-  int code;
-  std::string output;
-  double seconds;
-};
-
-Result run(const std::string& cmd) {
-  const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (p && fgets(buf, sizeof buf, p)) out += buf;
-  const int status = p ? pclose(p) : -1;
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, s};
-}
+using Result = tg::testing::CommandResult;
+using tg::testing::run_command;
 
 std::vector<double> step_losses(const fs::path& dir) {
   std::vector<double> out;
@@ -53,16 +40,6 @@ std::vector<double> step_losses(const fs::path& dir) {
     if (r["type"] == "step") out.push_back(r["loss"]);
   }
   return out;
-}
-
-double rel_l2(const tg::Tensor& a, const tg::Tensor& b) {
-  auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return std::sqrt(num / den);
 }
 
 class DataParallel : public ::testing::Test {
@@ -95,9 +72,9 @@ class DataParallel : public ::testing::Test {
 
   // Two ranks with 4 samples each against one process with 8: same losses and parameters.
   void compare(const std::string& dtype, double tol) {
-    Result one = run(kTrain + args(dtype, 8, "one"));
+    Result one = run_command(kTrain + args(dtype, 8, "one"));
     ASSERT_EQ(one.code, 0) << one.output;
-    Result two = run(kMpirun + kTrain + args(dtype, 4, "two"));
+    Result two = run_command(kMpirun + kTrain + args(dtype, 4, "two"));
     ASSERT_EQ(two.code, 0) << two.output;
     auto l1 = step_losses(dir_ / "one"), l2 = step_losses(dir_ / "two");
     ASSERT_EQ(l1.size(), 16u);  // 8 batches per epoch (the last of 5 rows), 2 epochs
@@ -107,7 +84,7 @@ class DataParallel : public ::testing::Test {
     auto p2 = tg::io::load_checkpoint((dir_ / "two" / "last.h5").string());
     ASSERT_EQ(p1.params.size(), p2.params.size());
     for (size_t i = 0; i < p1.params.size(); ++i)
-      EXPECT_LT(rel_l2(p2.params[i].second, p1.params[i].second), tol) << p1.params[i].first;
+      EXPECT_LT(tg::testing::rel_l2(p2.params[i].second, p1.params[i].second), tol) << p1.params[i].first;
   }
 
   fs::path dir_;
@@ -122,18 +99,18 @@ TEST_F(DataParallel, TwoRanksMatchOneRankWithTheWholeBatchFloat64) { compare("fl
 TEST_F(DataParallel, TwoRanksMatchOneRankWithTheWholeBatchFloat32) { compare("float32", 1e-5); }
 
 TEST_F(DataParallel, ResumeUnderMpirunContinuesExactly) {
-  Result full = run(kMpirun + kTrain + args("float64", 4, "full") + " --steps 11");
+  Result full = run_command(kMpirun + kTrain + args("float64", 4, "full") + " --steps 11");
   ASSERT_EQ(full.code, 0) << full.output;
-  Result part = run(kMpirun + kTrain + args("float64", 4, "part") + " --steps 5");
+  Result part = run_command(kMpirun + kTrain + args("float64", 4, "part") + " --steps 5");
   ASSERT_EQ(part.code, 0) << part.output;
-  Result rest = run(kMpirun + kTrain + args("float64", 4, "part") + " --steps 11 --resume " +
+  Result rest = run_command(kMpirun + kTrain + args("float64", 4, "part") + " --steps 11 --resume " +
                     (dir_ / "part" / "last.h5").string());
   ASSERT_EQ(rest.code, 0) << rest.output;
   EXPECT_EQ(step_losses(dir_ / "full"), step_losses(dir_ / "part"));
 }
 
 TEST_F(DataParallel, AHangingRankEndsTheJobWithAClearErrorWithinTheTimeout) {
-  Result r = run("TG_DEBUG_HANG_RANK=1 TG_DEBUG_HANG_STEP=3 " + kMpirun + kTrain +
+  Result r = run_command("TG_DEBUG_HANG_RANK=1 TG_DEBUG_HANG_STEP=3 " + kMpirun + kTrain +
                  args("float64", 4, "hang") + " --dist-timeout 3");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("did not complete within 3 s"), std::string::npos) << r.output;

@@ -15,6 +15,7 @@
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/synthetic.h"
+#include "test_utils.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -23,20 +24,9 @@ namespace {
 
 const std::string kTrain = std::string(TG_BINARY_DIR) + "/examples/tg-train";
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = tg::testing::CommandResult;
 
-Result run(const std::string& args) {
-  std::string cmd = kTrain + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (p && fgets(buf, sizeof buf, p)) out += buf;
-  int status = p ? pclose(p) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+Result run(const std::string& args) { return tg::testing::run_command(kTrain + " " + args); }
 
 std::vector<json> records(const fs::path& dir, const std::string& type) {
   std::vector<json> out;
