@@ -206,6 +206,18 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
+  // After each warp's lane 0 wrote red[warp][c] for its 16 channels: chan[co] = the CTA's total
+  // (the 4 warps of co's channel half).
+  auto channel_totals = [&] {
+    __syncthreads();
+    if (t < COUT) {
+      const int h = t / C::CPT;
+      float v = 0.f;
+      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
+      chan[t] = v;
+    }
+    __syncthreads();
+  };
   TilePipeline<CIN, C> pipe(x, sh, xbuf);
   pipe.start();
   int it = 0;
@@ -282,14 +294,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
       v = warp_sum(v);
       if (lane == 0) red[warp][c] = v;
     }
-    __syncthreads();
-    if (t < COUT) {
-      const int h = t / C::CPT;
-      float v = 0.f;
-      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
-      chan[t] = v;
-    }
-    __syncthreads();
+    channel_totals();
     tile_group_means<COUT>(chan, gmean, D, count);
     __syncthreads();
     // Pass 2: per-channel sums of squared deviations from the tile's group mean.
@@ -305,14 +310,7 @@ __global__ void __launch_bounds__(Cfg<CIN, COUT, KS>::THREADS, 2)
       v = warp_sum(v);
       if (lane == 0) red[warp][c] = v;
     }
-    __syncthreads();
-    if (t < COUT) {
-      const int h = t / C::CPT;
-      float v = 0.f;
-      for (int w4 = 0; w4 < 4; ++w4) v += red[h * 4 + w4][t % C::CPT];
-      chan[t] = v;
-    }
-    __syncthreads();
+    channel_totals();
     write_tile_group_stats<COUT>(chan, gmean, D, count, tc, sh.G, tiles_per_image, tile_stats);
     __syncthreads();  // done with xs, red and gmean of this tile
   }
