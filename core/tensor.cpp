@@ -11,6 +11,7 @@
 #include "core/cuda_context.h"
 #include "core/device_backend.h"
 #include "core/rng.h"
+#include "core/size.h"
 
 namespace tg {
 
@@ -38,21 +39,12 @@ namespace {
 
 std::atomic<uint64_t> g_next_id{1};
 
-int64_t checked_numel(const Shape& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    TG_CHECK(d >= 0, "tensor shape ", shape, " has a negative dimension");
-    n *= d;
-  }
-  return n;
-}
-
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device device, bool pinned) {
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
   impl->numel = checked_numel(shape);
-  impl->storage = allocate_storage(size_t(impl->numel) * dtype_size(dtype), device, pinned);
+  impl->storage = allocate_storage(checked_nbytes(shape, dtype_size(dtype)), device, pinned);
   impl->id = g_next_id.fetch_add(1);
   return impl;
 }
