@@ -7,13 +7,31 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
 
+# Test-only packages (scripts/run.sh does not need them): PyTorch and h5py for the parity test
+# (tests/parity/torch_parity.py, which ctest reports as skipped without them).
+test_packages=(python3-torch python3-h5py)
+missing=()
+for p in "${test_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test: installing ${missing[*]} (test-only)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+    echo "test: could not install ${missing[*]}; the parity test will be skipped"
+fi
+# apt installs them for the system interpreter, which a pyenv or venv python3 on PATH would hide.
+PY_ARGS=()
+if [ -x /usr/bin/python3 ]; then PY_ARGS=(-DPython3_EXECUTABLE=/usr/bin/python3); fi
+
 echo "== build (TG_WITH_CUDA=$TG_CUDA) and test"
-cmake -S . -B build -G Ninja -DTG_WITH_CUDA="$TG_CUDA" -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build -G Ninja -DTG_WITH_CUDA="$TG_CUDA" -DCMAKE_BUILD_TYPE=Release "${PY_ARGS[@]}"
 cmake --build build -j "$JOBS"
 ctest --test-dir build --output-on-failure -j "$JOBS"
 
 echo "== CPU-only build with ASan + UBSan, and test"
-cmake -S . -B build-sanitize -G Ninja -DTG_WITH_CUDA=OFF -DTG_WITH_DIST=OFF -DTG_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -S . -B build-sanitize -G Ninja -DTG_WITH_CUDA=OFF -DTG_WITH_DIST=OFF -DTG_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${PY_ARGS[@]}"
 cmake --build build-sanitize -j "$JOBS"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-sanitize --output-on-failure -j "$JOBS"

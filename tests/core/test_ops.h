@@ -68,6 +68,40 @@ inline Tensor test_sin(const Tensor& x, bool wrong = false) {
   return y;
 }
 
+/// y = sin(x) with a backward that is right to within 1e-9 (so finite differences accept it) but breaks
+/// one of gradcheck's other rules: Flaky adds a different 1e-12 * (call count) on each backward
+/// (non-deterministic); Leaky adds 1e-9 whatever the output gradient (non-zero for a zero cotangent).
+enum class SinQuirk { Flaky, Leaky };
+
+struct TestQuirkySinNode : autograd::Node {
+  autograd::SavedTensor x;
+  SinQuirk quirk = SinQuirk::Flaky;
+  const char* name() const override { return "test_quirky_sin"; }
+  std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
+    static int calls = 0;
+    ++calls;
+    const Tensor& X = x.get(name());
+    Tensor r = Tensor::empty(X.shape(), DType::Float64);
+    const double extra = quirk == SinQuirk::Flaky ? 1e-12 * calls : 1e-9;
+    for (int64_t i = 0; i < X.numel(); ++i)
+      r.data<double>()[i] = g[0].data<double>()[i] * std::cos(X.data<double>()[i]) + extra;
+    return {r};
+  }
+  void release_saved() override { x.release(); }
+};
+
+inline Tensor test_quirky_sin(const Tensor& x, SinQuirk quirk) {
+  Tensor y = Tensor::empty(x.shape(), DType::Float64);
+  for (int64_t i = 0; i < x.numel(); ++i) y.data<double>()[i] = std::sin(x.data<double>()[i]);
+  if (autograd::should_record({x})) {
+    auto n = std::make_shared<TestQuirkySinNode>();
+    n->x = autograd::SavedTensor(x);
+    n->quirk = quirk;
+    autograd::record(n, {x}, {y});
+  }
+  return y;
+}
+
 /// s = sum(x) as a 0-dim tensor.
 struct TestSumNode : autograd::Node {
   const char* name() const override { return "test_sum"; }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include "dist/process_group.h"
 #include "io/checkpoint.h"
+#include "io/dataset.h"
 #include "io/synthetic.h"
 #include "test_utils.h"
 
@@ -106,7 +108,9 @@ TEST_F(DataParallel, ResumeUnderMpirunContinuesExactly) {
   Result rest = run_command(kMpirun + kTrain + args("float64", 4, "part") + " --steps 11 --resume " +
                     (dir_ / "part" / "last.h5").string());
   ASSERT_EQ(rest.code, 0) << rest.output;
-  EXPECT_EQ(step_losses(dir_ / "full"), step_losses(dir_ / "part"));
+  const auto full_losses = step_losses(dir_ / "full");
+  ASSERT_EQ(full_losses.size(), 11u);
+  EXPECT_EQ(step_losses(dir_ / "part"), full_losses);
 }
 
 TEST_F(DataParallel, AHangingRankEndsTheJobWithAClearErrorWithinTheTimeout) {
@@ -118,4 +122,60 @@ TEST_F(DataParallel, AHangingRankEndsTheJobWithAClearErrorWithinTheTimeout) {
   // the checkpoint of the last finished epoch (none here) is never half-written: no temp files
   for (const auto& e : fs::directory_iterator(dir_ / "hang"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+// The reader's sharding, without MPI: shard r of K gets positions [floor(r*b/K), floor((r+1)*b/K))
+// of each batch's b rows in the epoch order; together the shards read each batch exactly once, and a
+// last batch with fewer rows than shards is dropped.
+TEST(DataParallelShards, ShardsPartitionEveryBatch) {
+  tg::testing::TempDir tmp;
+  const std::string path = tmp.file("shards.h5");
+  const int64_t N = 14;  // batches of 5: 5, 5, 4 rows; with 5 shards the last batch (4 rows) drops
+  tg::Tensor x = tg::Tensor::randn({N, 1, 2, 2}, 41), y = tg::Tensor::randn({N, 1, 1, 1}, 42);
+  tg::io::write_dataset(path, x, y);
+  const auto xv = x.to_vector<float>();
+  for (bool shuffle : {false, true}) {
+    for (int K : {2, 3, 4, 5}) {
+      SCOPED_TRACE("shuffle " + std::to_string(shuffle) + ", " + std::to_string(K) + " shards");
+      tg::io::DatasetReaderOptions o;
+      o.path = path;
+      o.batch_size = 5;
+      o.shuffle = shuffle;
+      o.seed = 9;
+      tg::io::DatasetReader whole(o);
+      const auto order = whole.epoch_order(1);
+      const int64_t expected_batches = K <= 4 ? 3 : 2;
+      std::vector<std::vector<int64_t>> seen(size_t(whole.num_train_batches()));
+      for (int r = 0; r < K; ++r) {
+        o.shard_index = r;
+        o.shard_count = K;
+        tg::io::DatasetReader part(o);
+        EXPECT_EQ(part.num_train_batches(), expected_batches);
+        part.start_epoch(1);
+        tg::io::Batch b;
+        int64_t nb = 0;
+        while (part.next(b)) {
+          const int64_t rows = whole.global_batch_rows(nb);
+          const int64_t lo = nb * 5 + r * rows / K, hi = nb * 5 + (r + 1) * rows / K;
+          std::vector<int64_t> expected(order.begin() + lo, order.begin() + hi);
+          std::sort(expected.begin(), expected.end());
+          EXPECT_EQ(b.indices, expected) << "batch " << nb << " shard " << r;
+          const auto bx = b.x.to_vector<float>();
+          for (size_t j = 0; j < b.indices.size(); ++j)
+            for (int e = 0; e < 4; ++e)
+              EXPECT_EQ(bx[j * 4 + size_t(e)], xv[size_t(b.indices[j]) * 4 + size_t(e)]);
+          seen[size_t(nb)].insert(seen[size_t(nb)].end(), b.indices.begin(), b.indices.end());
+          ++nb;
+        }
+        EXPECT_EQ(nb, expected_batches);
+      }
+      for (int64_t nb = 0; nb < expected_batches; ++nb) {
+        std::vector<int64_t> batch(order.begin() + nb * 5,
+                                   order.begin() + nb * 5 + whole.global_batch_rows(nb));
+        std::sort(batch.begin(), batch.end());
+        std::sort(seen[size_t(nb)].begin(), seen[size_t(nb)].end());
+        EXPECT_EQ(seen[size_t(nb)], batch) << "batch " << nb << ": each row exactly once";
+      }
+    }
+  }
 }

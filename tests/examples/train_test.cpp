@@ -83,6 +83,17 @@ TEST_F(TrainProgram, ShortTrainingLowersTheLoss) {
   EXPECT_TRUE(ck.has_param("conv.weight"));
   ASSERT_TRUE(ck.state.has_value());
   EXPECT_EQ(ck.state->step, int64_t(steps.back()["step"]));
+  // --momentum 0.9 reached the optimizer: a buffer per parameter, and the run differs from plain SGD
+  // from the third step on (the first update uses buf = g in both)
+  EXPECT_EQ(ck.state->momentum_buffers.size(), ck.params.size());
+  EXPECT_NE(ck.state->config_json.find("0.9"), std::string::npos) << ck.state->config_json;
+  Result plain = run(common() + "--momentum 0 --epochs 1 --steps 4 --log-every 1 --output " +
+                     (dir_ / "plain").string());
+  ASSERT_EQ(plain.code, 0) << plain.output;
+  auto ps = records(dir_ / "plain", "step");
+  ASSERT_EQ(ps.size(), 4u);
+  EXPECT_EQ(ps[0]["loss"].get<double>(), steps[0]["loss"].get<double>());
+  EXPECT_NE(ps[3]["loss"].get<double>(), steps[3]["loss"].get<double>());
 }
 
 TEST_F(TrainProgram, ResumeReproducesTheUninterruptedRun) {
@@ -141,8 +152,12 @@ TEST_F(TrainProgram, BadInputGivesAClearErrorAndNonZeroExit) {
 
   r = run(common() + "--lr -1" + out);
   EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--lr"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("-1"), std::string::npos) << r.output;
   r = run(common() + "--device tpu" + out);
   EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("tpu"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cpu or cuda"), std::string::npos) << r.output;
 
   {  // garbage file
     std::ofstream((dir_ / "garbage.h5").string()) << "not hdf5";

@@ -106,10 +106,13 @@ TEST(BiasScaleSigmoid, ExtremeArgumentsSaturateWithoutNaN) {
       EXPECT_TRUE(std::isfinite(sv[i]));
       EXPECT_NEAR(sv[i], ref.s[i], 1e-7);
     }
-    Tensor ds = Tensor::ones(z.shape(), dt);
+    Tensor ds = Tensor::from_vector<double>({1.0, -2.0, 0.5, 3.0, -1.0, 2.0}, z.shape()).to(dt);
     auto g = ops::bias_scale_sigmoid_backward(ds, z, b, k, true, true, true);
-    for (const Tensor* t : {&g.dz, &g.dbias, &g.dscale})
-      for (double v : t->to_vector<double>()) EXPECT_TRUE(std::isfinite(v)) << dtype_name(dt);
+    BssRef rg = bss_reference(z, b, k, ds);
+    EXPECT_LE(max_abs_diff_vec(g.dz.to_vector<double>(), rg.dz), 1e-6) << dtype_name(dt);
+    EXPECT_LE(max_abs_diff_vec(g.dbias.to_vector<double>(), rg.dbias), 1e-6) << dtype_name(dt);
+    // dscale sums du * (z + b), with z + b up to 1e3: 1e-6 relative to that size
+    EXPECT_LE(max_abs_diff_vec(g.dscale.to_vector<double>(), rg.dscale), 1e-3) << dtype_name(dt);
   }
 }
 
@@ -452,6 +455,20 @@ void check_offset_group(Device device) {
     EXPECT_NEAR(out[2].to_vector<double>()[g] / rstd, 1.0, 1e-5) << device_name(device);
     EXPECT_NEAR(rstd, 10.0, 0.2);  // sanity: the noise std is 0.1
   }
+  // y against the closed form (x - mean) * rstd * w_c + b_c with the float64 statistics of the loops
+  std::vector<double> yref(xv.size());
+  const auto wv = w.to_vector<double>(), bv = b.to_vector<double>();
+  for (int64_t g = 0; g < G; ++g) {
+    std::vector<double> part(xv.begin() + g * M, xv.begin() + (g + 1) * M);
+    double mean, rstd;
+    group_stats_reference(part, 1e-5, mean, rstd);
+    for (int64_t i = g * M; i < (g + 1) * M; ++i) {
+      const int64_t c = i / (H * W);
+      yref[size_t(i)] = (xv[size_t(i)] - mean) * rstd * wv[size_t(c)] + bv[size_t(c)];
+    }
+  }
+  EXPECT_LE(max_abs_diff_vec(out64[0].to_vector<double>(), yref), 1e-9);
+  EXPECT_LE(max_abs_diff_vec(out[0].to_vector<double>(), yref), 1e-3) << device_name(device);
   EXPECT_LE(rel_l2(out[0], out64[0]), 1e-5) << device_name(device);
   for (double v : out[0].to_vector<double>()) ASSERT_TRUE(std::isfinite(v));
 }

@@ -126,6 +126,10 @@ const std::vector<Case> kCases = {
     {2, 3, 5, 4, 2, 5, 4, 1, 0, true},   // kernel = input: 1x1 output
     {2, 2, 4, 5, 3, 1, 1, 3, 2, true},   // 1x1 kernel, stride 3, padding 2 (border outputs = bias)
     {5, 4, 6, 6, 3, 3, 3, 1, 2, true},   // N above the thread count, wide padding
+    // The CPU backward splits the batch into at most 32 chunks that each sum several samples.
+    {33, 2, 5, 4, 3, 3, 3, 1, 0, true},  // N = 33: one chunk holds two samples
+    {70, 1, 4, 5, 1, 2, 2, 1, 1, true},  // N = 70: chunks of 2 and 3 samples; one in, one out channel
+    {64, 8, 12, 10, 32, 3, 3, 1, 0, true},  // the README's batch and channel counts, on small images
 };
 
 // ---- forward ------------------------------------------------------------------------------------
@@ -266,7 +270,8 @@ TEST(Conv2d, InputGradientOnlyWhenNeeded) {
   EXPECT_NO_THROW(y2.backward(dy));
   Tensor y3 = ops::conv2d(in.x, in.w, in.b, {c.stride, c.padding});
   in.x.fill_(0.25);
-  EXPECT_THROW(y3.backward(dy), Error);
+  EXPECT_ERROR_HAS(y3.backward(dy), "conv2d backward", "modified in place",
+                   "float64 cpu [3, 2, 7, 6]");
   autograd::clear_tape();
 }
 
@@ -324,9 +329,11 @@ TEST(Conv2d, BackwardFunctionMatchesTape) {
   ASSERT_TRUE(g.dx.defined());
   EXPECT_FALSE(g.dweight.defined());
   EXPECT_LT(rel_l2(g.dx.to_vector<double>(), rdx), 1e-13);
-  EXPECT_THROW(ops::conv2d_backward(Tensor::randn({3, 3, 2, 2}, 1, DType::Float64), in.x, in.w,
-                                    opt, true, true, true),
-               Error);
+  EXPECT_ERROR_HAS(ops::conv2d_backward(Tensor::randn({3, 3, 2, 2}, 1, DType::Float64), in.x, in.w,
+                                        opt, true, true, true),
+                   "conv2d backward", "expected dy of shape [3, 3, 7, 6]", "got [3, 3, 2, 2]");
+  EXPECT_ERROR_HAS(ops::conv2d_backward(dy.to(DType::Float32), in.x, in.w, opt, true, true, true),
+                   "conv2d backward", "expected dy of float64", "got float32");
 }
 
 // Two float32 backward passes of dy give the same bits.
@@ -345,6 +352,14 @@ TEST(Conv2d, BackwardIsBitwiseRepeatable) {
   const Conv2dOptions opt{c.stride, c.padding};
   Tensor dy = Tensor::randn({c.N, c.Cout, 9, 8}, 102, DType::Float32);
   expect_backward_bitwise_repeatable(dy, in, opt);
+  // and right: repeatable is not enough
+  auto g = ops::conv2d_backward(dy, in.x, in.w, opt, true, true, true);
+  std::vector<double> rdx, rdw, rdb;
+  reference_backward(c, in.x.to_vector<double>(), in.w.to_vector<double>(), dy.to_vector<double>(),
+                     rdx, rdw, rdb);
+  EXPECT_LT(rel_l2(g.dx.to_vector<double>(), rdx), 1e-6);
+  EXPECT_LT(rel_l2(g.dweight.to_vector<double>(), rdw), 1e-6);
+  EXPECT_LT(rel_l2(g.dbias.to_vector<double>(), rdb), 1e-6);
 }
 
 // ---- switches -----------------------------------------------------------------------------------

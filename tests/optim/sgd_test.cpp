@@ -104,6 +104,23 @@ TEST(SGD, HandComputedPlain) {
   EXPECT_TRUE(opt.state().momentum_buffers.empty());
 }
 
+// set_lr takes effect on the next step, and momentum buffers carry over unchanged.
+TEST(SGD, SetLrChangesTheNextStep) {
+  Tensor p = scalar_leaf(1.0);
+  SGD opt({p}, SGDOptions{0.1, 0.5});
+  set_scalar_grad(p, 2.0);
+  opt.step();  // buf = 2; p = 1 - 0.1 * 2
+  EXPECT_DOUBLE_EQ(p.item(), 0.8);
+  opt.set_lr(0.25);
+  set_scalar_grad(p, 1.0);
+  opt.step();  // buf = 0.5 * 2 + 1 = 2; p = 0.8 - 0.25 * 2
+  EXPECT_DOUBLE_EQ(p.item(), 0.3);
+  opt.set_lr(0.0);
+  opt.step();  // lr 0: nothing moves, though the buffer does (0.5 * 2 + 1 = 2)
+  EXPECT_DOUBLE_EQ(p.item(), 0.3);
+  EXPECT_DOUBLE_EQ(find_buffer(opt.state(), "0").item(), 2.0);
+}
+
 TEST(SGD, HandComputedWeightDecay) {
   Tensor p = scalar_leaf(2.0);
   SGDOptions o;
