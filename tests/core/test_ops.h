@@ -69,8 +69,9 @@ inline Tensor test_sin(const Tensor& x, bool wrong = false) {
 }
 
 /// y = sin(x) with a backward that is right to within 1e-9 (so finite differences accept it) but breaks
-/// one of gradcheck's other rules: Flaky adds a different 1e-12 * (call count) on each backward
-/// (non-deterministic); Leaky adds 1e-9 whatever the output gradient (non-zero for a zero cotangent).
+/// one of gradcheck's other rules: Flaky scales by 1 + 1e-12 * (call count), different on each
+/// backward (non-deterministic); Leaky adds 1e-9 whatever the output gradient (non-zero for a zero
+/// cotangent).
 enum class SinQuirk { Flaky, Leaky };
 
 struct TestQuirkySinNode : autograd::Node {
@@ -82,9 +83,10 @@ struct TestQuirkySinNode : autograd::Node {
     ++calls;
     const Tensor& X = x.get(name());
     Tensor r = Tensor::empty(X.shape(), DType::Float64);
-    const double extra = quirk == SinQuirk::Flaky ? 1e-12 * calls : 1e-9;
+    const double factor = quirk == SinQuirk::Flaky ? 1.0 + 1e-12 * calls : 1.0;
+    const double extra = quirk == SinQuirk::Leaky ? 1e-9 : 0.0;
     for (int64_t i = 0; i < X.numel(); ++i)
-      r.data<double>()[i] = g[0].data<double>()[i] * std::cos(X.data<double>()[i]) + extra;
+      r.data<double>()[i] = g[0].data<double>()[i] * std::cos(X.data<double>()[i]) * factor + extra;
     return {r};
   }
   void release_saved() override { x.release(); }

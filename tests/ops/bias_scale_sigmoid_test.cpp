@@ -120,7 +120,8 @@ TEST(BiasScaleSigmoid, ExtremeArgumentsSaturateWithoutNaN) {
 
 TEST(BiasScaleSigmoid, BackwardMatchesNaiveLoops) {
   for (DType dt : kDTypes) {
-    for (const Shape& zs : {Shape{2, 3, 5, 7}, Shape{3, 2, 1, 1}, Shape{1, 4, 9, 13}}) {
+    for (const Shape& zs : {Shape{2, 3, 5, 7}, Shape{3, 2, 1, 1}, Shape{1, 4, 9, 13},
+                            Shape{37, 3, 3, 5}, Shape{1, 1, 1, 1}}) {  // N > threads; one element
       const int64_t C = zs[1];
       Tensor z = randn_t(zs, 11, dt).set_requires_grad();
       Tensor b = randn_t({C, 1, 1}, 12, dt).set_requires_grad();

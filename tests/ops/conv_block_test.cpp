@@ -131,13 +131,13 @@ std::string cpu_shape_name(const ::testing::TestParamInfo<CpuShape>& info) {
 }
 
 // The naive float64 loops of a block's parameters (tests/ops/naive_block.h).
-testing::NaiveBlock naive(const Block& b) {
-  return testing::NaiveBlock(b.x, b.p.weight, b.p.conv_bias, b.p.bias, b.p.scale, b.p.gn_weight,
+tg::testing::NaiveBlock naive(const Block& b) {
+  return tg::testing::NaiveBlock(b.x, b.p.weight, b.p.conv_bias, b.p.bias, b.p.scale, b.p.gn_weight,
                              b.p.gn_bias, b.p.groups, b.p.eps);
 }
 
 // The reference gradients in the order of grads() below: the parameters, then x.
-std::vector<std::vector<double>> naive_grads(const testing::NaiveBlockGrads& g, bool with_x) {
+std::vector<std::vector<double>> naive_grads(const tg::testing::NaiveBlockGrads& g, bool with_x) {
   std::vector<std::vector<double>> v{g.dweight, g.dconv_bias, g.dbias, g.dscale, g.dgamma, g.dbeta};
   if (with_x) v.push_back(g.dx);
   return v;
@@ -152,7 +152,7 @@ TEST_P(ConvBlockCpu, FusedAndCompositionMatchNaiveLoops) {
   auto [n, cin, cout, h, w, g, dt] = GetParam();
   const double tol = dt == DType::Float64 ? 1e-10 : 1e-5;
   Block ref = make_block(n, cin, cout, h, w, 3, g, DType::Float64, 300 + n * 7 + h + w + g);
-  const testing::NaiveBlock nb = naive(ref);
+  const tg::testing::NaiveBlock nb = naive(ref);
   Block fus = convert(ref, Device::CPU, dt);
   Block cmp = convert(ref, Device::CPU, dt);  // the composition in the same dtype
   ASSERT_TRUE(ops::conv_block_fused_cpu_available(fus.x, fus.p));
@@ -169,17 +169,17 @@ TEST_P(ConvBlockCpu, FusedAndCompositionMatchNaiveLoops) {
     ASSERT_EQ(c.size(), r.size());
     for (size_t i = 0; i < f.size(); ++i) {
       ASSERT_TRUE(f[i].defined()) << names[i] << " " << what;
-      const double cerr = testing::rel_l2_vec(c[i], r[i]);
+      const double cerr = tg::testing::rel_l2_vec(c[i], r[i]);
       if (dt == DType::Float64) EXPECT_LT(cerr, tol) << names[i] << " composition " << what;
       const double bound = std::max(tol, 2 * cerr);
-      EXPECT_LT(testing::rel_l2_vec(f[i], r[i]), bound) << names[i] << " " << what;
+      EXPECT_LT(tg::testing::rel_l2_vec(f[i], r[i]), bound) << names[i] << " " << what;
     }
   };
 
   {  // forward without the tape (y written over z)
     autograd::NoGradGuard ng;
-    EXPECT_LT(testing::rel_l2_vec(ops::conv_block(fus.x, fus.p), nb.y), tol);
-    EXPECT_LT(testing::rel_l2_vec(composed_block(cmp.x, cmp.p), nb.y), tol);
+    EXPECT_LT(tg::testing::rel_l2_vec(ops::conv_block(fus.x, fus.p), nb.y), tol);
+    EXPECT_LT(tg::testing::rel_l2_vec(composed_block(cmp.x, cmp.p), nb.y), tol);
   }
 
   // forward + backward with a given dy, x requiring grad
@@ -188,7 +188,7 @@ TEST_P(ConvBlockCpu, FusedAndCompositionMatchNaiveLoops) {
   autograd::clear_tape();
   Tensor y = ops::conv_block(fus.x, fus.p);
   EXPECT_EQ(autograd::tape_size(), 1u) << "the fused path records one node";
-  EXPECT_LT(testing::rel_l2_vec(y, nb.y), tol);
+  EXPECT_LT(tg::testing::rel_l2_vec(y, nb.y), tol);
   y.backward(dy.to(dt));
   composed_block(cmp.x, cmp.p).backward(dy.to(dt));
   const auto ref_dy = naive_grads(nb.backward(dy.to_vector<double>()), true);
@@ -258,7 +258,7 @@ TEST_P(ConvBlockCuda, FusedMatchesFloat64Reference) {
   TG_SKIP_WITHOUT_GPU();
   auto [n, cin, cout, h, w, g] = GetParam();
   Block ref = make_block(n, cin, cout, h, w, 3, g, DType::Float64, 100 + n + h);
-  const testing::NaiveBlock nb = naive(ref);
+  const tg::testing::NaiveBlock nb = naive(ref);
   Block gpu = convert(ref, Device::CUDA, DType::Float32);
   ASSERT_TRUE(ops::conv_block_fused_available(gpu.x, gpu.p));
   gpu.x.set_requires_grad(true);
@@ -269,20 +269,20 @@ TEST_P(ConvBlockCuda, FusedMatchesFloat64Reference) {
     autograd::NoGradGuard ng;
     poison_cache(int64_t(n) * cout * (h - 2) * (w - 2));
     Tensor y = ops::conv_block(gpu.x, gpu.p);
-    EXPECT_LT(testing::rel_l2_vec(y, nb.y), 1e-5);
+    EXPECT_LT(tg::testing::rel_l2_vec(y, nb.y), 1e-5);
   }
   // forward + backward through the node (explicit dy)
   Tensor dy = Tensor::randn({n, cout, h - 2, w - 2}, 7, DType::Float64);
   poison_cache(int64_t(n) * cout * (h - 2) * (w - 2));
   Tensor y = ops::conv_block(gpu.x, gpu.p);
-  EXPECT_LT(testing::rel_l2_vec(y, nb.y), 1e-5);
+  EXPECT_LT(tg::testing::rel_l2_vec(y, nb.y), 1e-5);
   y.backward(dy.to(DType::Float32).cuda());
   const auto rg = naive_grads(nb.backward(dy.to_vector<double>()), true);
   auto pg = gpu.params();
   const char* names[] = {"weight", "conv_bias", "bias", "scale", "gn_weight", "gn_bias"};
   for (size_t i = 0; i < pg.size(); ++i)
-    EXPECT_LT(testing::rel_l2_vec(pg[i].grad(), rg[i]), 1e-4) << names[i];
-  EXPECT_LT(testing::rel_l2_vec(gpu.x.grad(), rg[6]), 1e-4) << "x";
+    EXPECT_LT(tg::testing::rel_l2_vec(pg[i].grad(), rg[i]), 1e-4) << names[i];
+  EXPECT_LT(tg::testing::rel_l2_vec(gpu.x.grad(), rg[6]), 1e-4) << "x";
 
   // the training form: loss and gradients
   for (auto& t : pg) t.set_grad(Tensor());
@@ -293,7 +293,7 @@ TEST_P(ConvBlockCuda, FusedMatchesFloat64Reference) {
   loss.backward();
   const auto rl = naive_grads(nb.backward(nb.loss_dy(target)), false);
   for (size_t i = 0; i < pg.size(); ++i)
-    EXPECT_LT(testing::rel_l2_vec(pg[i].grad(), rl[i]), 1e-4) << names[i] << " (loss)";
+    EXPECT_LT(tg::testing::rel_l2_vec(pg[i].grad(), rl[i]), 1e-4) << names[i] << " (loss)";
 
   // deterministic: the same bits again
   std::vector<std::vector<float>> first;

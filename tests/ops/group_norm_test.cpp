@@ -87,7 +87,8 @@ struct Case {
 const Case kCases[] = {
     {{2, 6, 5, 7}, 3, true, true}, {{2, 6, 5, 7}, 1, true, true},   {{2, 6, 5, 7}, 6, true, true},
     {{3, 4, 1, 1}, 2, true, true}, {{1, 5, 3, 3}, 5, false, false}, {{1, 8, 7, 13}, 2, true, false},
-    {{2, 4, 11}, 2, false, true},  {{1, 1, 1, 3}, 1, true, true},   {{4, 6, 2, 3}, 3, true, true}};
+    {{2, 4, 11}, 2, false, true},  {{1, 1, 1, 3}, 1, true, true},   {{4, 6, 2, 3}, 3, true, true},
+    {{33, 8, 2, 3}, 4, true, true}};  // more (n, g) pairs than threads, a plane of 6
 
 }  // namespace
 
