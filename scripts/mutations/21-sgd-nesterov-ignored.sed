@@ -1,4 +1,4 @@
 # SGD ignores nesterov
 # file: optim/sgd.cpp
-# tests: SGD*
+# tests: *SGD*
 s/h\.nesterov = o\.nesterov;/h.nesterov = false;/

@@ -5,8 +5,8 @@ parameters on the same batches, in tg-train (strict float32: --tf32 off) and in 
 Writes a random checkpoint and dataset with h5py, runs `tg-train --init ... --steps 3 --no-shuffle`
 on each device asked for, runs the same steps in PyTorch, and compares the loss of each step (relative
 error, --tol, default 1e-5) and every parameter's UPDATE p_after - p_before (relative L2 error,
---update-tol, default 1e-4: the update is small against the parameter, so float32 rounding of p weighs
-more). Comparing the updates, not the parameters, keeps the shared initial values from hiding an
+--update-tol, default 2e-5: the update is small against the parameter, so float32 rounding of p weighs
+more; on the CPU the worst is ~2e-6). Comparing the updates, not the parameters, keeps the shared initial values from hiding an
 error in the step. Exits 1 when any error exceeds its tolerance, and 77 (ctest's SKIP_RETURN_CODE)
 with the reason when PyTorch or h5py is missing, or a CUDA device is asked for and none is there.
 """
@@ -58,7 +58,7 @@ def main():
     ap.add_argument("--tg-train", required=True, help="path to the tg-train executable")
     ap.add_argument("--devices", default="cpu", help="comma-separated: cpu,cuda")
     ap.add_argument("--tol", type=float, default=1e-5, help="relative error of each step's loss")
-    ap.add_argument("--update-tol", type=float, default=1e-4,
+    ap.add_argument("--update-tol", type=float, default=2e-5,
                     help="relative L2 error of each parameter's update")
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()

@@ -1,0 +1,4 @@
+# conv_block fused CPU backward: dbias keeps only the last sample's plane sum
+# file: ops/conv_block.cpp
+# tests: *ConvBlock*
+s/^      db += pdb\[n \* C + c\];$/      db = pdb[n * C + c];/
