@@ -111,15 +111,25 @@ for m in "${files[@]}"; do
   fi
   run=$((run + 1))
   t0=$(date +%s)
-  if run_tests "$filter" "$log_dir/$name.test.log"; then
+  run_tests "$filter" "$log_dir/$name.test.log"
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
     echo "SURVIVED $name: $what ($target; tests $filter)"
     survived+=("$name")
   else
-    caught=$(grep -m3 '^\[  FAILED  \]' "$log_dir/$name.test.log" | sed 's/^\[  FAILED  \] //; s/ (.*//' |
-             tr '\n' ' ')
-    [ -z "$caught" ] && caught=$(grep -m1 -E 'Failed|timed out|Timeout|Aborted|Segmentation' \
-                                   "$log_dir/$name.test.log")
-    echo "caught   $name ($(($(date +%s) - t0)) s): ${caught:-see $log_dir/$name.test.log}"
+    if [ "$full" = 1 ]; then  # ctest: "  3/256 Test  #12: Suite.Name ....***Failed"
+      caught=$(grep -E '\*\*\*(Failed|Timeout|Exception)' "$log_dir/$name.test.log" |
+               sed -E 's/.*Test +#[0-9]+: ([^ ]+) .*/\1/' | head -3 | tr '\n' ' ')
+    else
+      caught=$(grep '^\[  FAILED  \]' "$log_dir/$name.test.log" | grep -v 'listed below' |
+               sed 's/^\[  FAILED  \] //; s/, where GetParam.*//; s/ (.*//' | head -3 | tr '\n' ' ')
+    fi
+    if [ "$rc" -eq 124 ]; then
+      caught="${caught}(timed out after $timeout_s s)"
+    elif [ -z "$caught" ]; then
+      caught="(exit status $rc; see $log_dir/$name.test.log)"
+    fi
+    echo "caught   $name ($(($(date +%s) - t0)) s): $caught"
   fi
   restore
 done

@@ -18,7 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "test: installing ${missing[*]} (test-only)"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+  { $SUDO apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } ||
     echo "test: could not install ${missing[*]}; the parity test will be skipped"
 fi
 # apt installs them for the system interpreter, which a pyenv or venv python3 on PATH would hide.
