@@ -179,3 +179,28 @@ TEST(DataParallelShards, ShardsPartitionEveryBatch) {
     }
   }
 }
+
+// The shards follow epoch_order, so its shuffle must be a uniform permutation (Fisher-Yates): over
+// many epochs each sample lands in each position about equally often, itself included (a biased
+// shuffle such as Sattolo's never leaves a sample in place).
+TEST(DataParallelShards, EpochOrderIsAUniformPermutation) {
+  tg::testing::TempDir tmp;
+  const std::string path = tmp.file("order.h5");
+  tg::io::write_dataset(path, tg::Tensor::randn({6, 1, 1, 1}, 51), tg::Tensor::randn({6, 1, 1, 1}, 52));
+  tg::io::DatasetReaderOptions o;
+  o.path = path;
+  o.batch_size = 2;
+  o.seed = 3;
+  tg::io::DatasetReader r(o);
+  const int epochs = 3000;
+  std::vector<std::vector<int>> count(6, std::vector<int>(6, 0));  // [sample][position]
+  for (int e = 0; e < epochs; ++e) {
+    const auto order = r.epoch_order(e);
+    ASSERT_EQ(order.size(), 6u);
+    for (size_t pos = 0; pos < 6; ++pos) ++count[size_t(order[pos])][pos];
+  }
+  // expected 500 per cell, standard deviation ~20: +-100 is five of them
+  for (int s = 0; s < 6; ++s)
+    for (int pos = 0; pos < 6; ++pos)
+      EXPECT_NEAR(count[size_t(s)][size_t(pos)], epochs / 6, 100) << "sample " << s << " at " << pos;
+}
