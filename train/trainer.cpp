@@ -118,6 +118,10 @@ void Trainer::Impl::on_rank0(const char* what, F&& f) {
 
 void Trainer::Impl::open_output() {
   run_dir = std::make_unique<RunDir>(cfg.output);
+  if (!run_dir->removed_temporaries().empty())
+    say("tg-train: removed " + std::to_string(run_dir->removed_temporaries().size()) +
+        " temporary file(s) of ended processes from " + cfg.output + ": " +
+        join(run_dir->removed_temporaries()));
   const std::vector<std::string> existing = run_dir->existing_outputs();
   if (cfg.resume.empty() && !existing.empty() && !cfg.overwrite) {
     const std::string last = run_dir->file("last.h5");
@@ -126,12 +130,19 @@ void Trainer::Impl::open_output() {
                      (fs::exists(last) ? last : std::string("<its checkpoint>")) +
                      " to continue it, --overwrite to replace it, or choose another --output");
   }
+  if (!cfg.resume.empty() && !existing.empty()) {
+    std::error_code ec;
+    const fs::path home = fs::path(cfg.resume).parent_path();
+    if (!fs::equivalent(home.empty() ? fs::path(".") : home, cfg.output, ec))
+      throw UsageError("--output " + cfg.output + " already holds a run (" + join(existing) +
+                       ") and --resume " + cfg.resume +
+                       " is not one of its checkpoints; nothing was changed. Resume into the "
+                       "checkpoint's own folder (--output " +
+                       (home.empty() ? std::string(".") : home.string()) +
+                       ") or choose another --output");
+  }
   if (cfg.resume.empty() && cfg.overwrite) return;  // replaced once everything else checks out
   run_dir->check_outputs_are_files();
-  if (!run_dir->removed_temporaries().empty())
-    say("tg-train: removed " + std::to_string(run_dir->removed_temporaries().size()) +
-        " temporary file(s) of ended processes from " + cfg.output + ": " +
-        join(run_dir->removed_temporaries()));
 }
 
 void Trainer::Impl::make_builtin_data() {

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "dist/process_group.h"
 #include "io/checkpoint.h"
 #include "io/synthetic.h"
 #include "test_utils.h"
@@ -202,4 +203,18 @@ TEST_F(TgTrainProcess, AMetricsLogThatCannotBeWrittenIsAnError) {
   r = run("--data " + data_ + " --device cpu --groups 2 --epochs 1 --output /proc");
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_CONTAINS(r.output, "the output folder /proc is not writable");
+}
+
+TEST_F(TgTrainProcess, ResumeUnderAnotherNumberOfRanksIsRefused) {
+  if (!tg::dist::built()) GTEST_SKIP() << "built without MPI (TG_WITH_DIST)";
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun";
+  ASSERT_EQ(run(common("run") + "--epochs 1 --steps 5").code, 0);
+  auto r = tg::testing::run_command(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+      "OMPI_MCA_rmaps_base_oversubscribe=1 "
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun -np 2 " +
+      kTrain + " " + common("run") + "--resume " + tmp_.file("run/last.h5") + " 2>&1");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "the number of ranks (mpirun -np) is 2 in this run but 1");
+  EXPECT_CONTAINS(r.output, "run with mpirun -np 1 (or without mpirun)");
 }

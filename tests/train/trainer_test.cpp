@@ -241,6 +241,16 @@ TEST_F(TrainerTest, AnExistingRunIsRefusedUnlessResumeOrOverwrite) {
   }
   EXPECT_EQ(read_file(c.output + "/best.h5"), best);
   EXPECT_EQ(read_file(c.output + "/metrics.jsonl"), metrics);
+  {  // a checkpoint of another folder resumed into this run would cut its metrics: refused
+    TrainerConfig other = config("other");
+    other.epochs = 1;
+    train(other);
+    TrainerConfig k = c;
+    k.resume = other.output + "/last.h5";
+    k.epochs = 2;
+    EXPECT_CONTAINS(tg::testing::error_of([&] { train(k); }), "is not one of its checkpoints");
+    EXPECT_EQ(read_file(c.output + "/metrics.jsonl"), metrics);
+  }
   c.overwrite = true;
   c.lr = 0.01;
   train(c);
@@ -398,7 +408,7 @@ TEST_F(TrainerTest, ResumeValidatesTheSavedState) {
   auto resume_from = [&](const std::function<void(tg::io::TrainState&)>& damage) {
     tg::io::TrainState s = *good.state;
     damage(s);
-    const std::string path = tmp_.file("damaged.h5");
+    const std::string path = c.output + "/damaged.h5";  // in the run folder
     tg::io::save_checkpoint(path, good.params, &s);
     TrainerConfig k = c;
     k.resume = path;
