@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   app.add_option("--tf32", cfg.tf32, "TF32 tensor cores for cuDNN convolutions (on, like PyTorch; off: strict float32)")
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   app.add_flag("--deterministic", cfg.deterministic, "deterministic cuDNN algorithms only");
+  app.add_option("--data-cache", cfg.data_cache,
+                 "CUDA: keep the data on the GPU (device), stream it (off), or device when it fits "
+                 "in half of the free memory (auto); the batches are the same in every mode")
+      ->check(CLI::IsMember({"auto", "device", "off"}))->capture_default_str();
   auto* init = app.add_option("--init", cfg.init, "start from this checkpoint's parameters")->check(CLI::ExistingFile);
   auto* resume = app.add_option("--resume", cfg.resume, "continue this checkpoint's run exactly (parameters, momentum, step, epoch, data order)")
       ->check(CLI::ExistingFile)->excludes(init);

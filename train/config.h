@@ -49,6 +49,10 @@ struct TrainerConfig {
   std::string device = "auto";  ///< cpu, cuda or auto
   std::string tf32 = "on";      ///< TF32 for cuDNN convolutions: on or off
   bool deterministic = false;   ///< deterministic cuDNN algorithms only
+  /// Where CUDA training keeps the data: auto (on the GPU when it fits in half of the free memory
+  /// after the step's own, else streamed), device (on the GPU, or an error), off (streamed). See
+  /// train/batch_source.h; every mode gives the same batches, bit for bit.
+  std::string data_cache = "auto";
   std::string init;             ///< start from this checkpoint's parameters
   std::string resume;           ///< continue this checkpoint's run exactly
   bool overwrite = false;       ///< replace the run already in output (else it is refused)

@@ -44,10 +44,14 @@ void MetricsLog::step(int64_t step, int64_t epoch, double loss, double samples_p
 }
 
 void MetricsLog::epoch(int64_t epoch, int64_t step, bool complete, double train_loss,
-                       double val_loss) {
+                       double val_loss, double samples_per_s, size_t gpu_peak_bytes,
+                       size_t data_cache_bytes) {
   json r{{"type", "epoch"}, {"epoch", epoch}, {"step", step}, {"complete", complete}};
   if (!std::isnan(train_loss)) r["train_loss"] = train_loss;
   if (!std::isnan(val_loss)) r["val_loss"] = val_loss;
+  if (!std::isnan(samples_per_s)) r["samples_per_s"] = samples_per_s;
+  if (gpu_peak_bytes > 0) r["gpu_peak_bytes"] = gpu_peak_bytes;
+  if (data_cache_bytes > 0) r["data_cache_bytes"] = data_cache_bytes;
   append(r.dump());
 }
 

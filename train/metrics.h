@@ -6,6 +6,8 @@
 // when the run validates.
 #pragma once
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,8 +25,10 @@ class MetricsLog {
   MetricsLog& operator=(const MetricsLog&) = delete;
 
   void step(int64_t step, int64_t epoch, double loss, double samples_per_s, double lr);
-  /// train_loss / val_loss: left out when NaN.
-  void epoch(int64_t epoch, int64_t step, bool complete, double train_loss, double val_loss);
+  /// train_loss / val_loss / samples_per_s (the epoch's steps over its wall time, validation
+  /// excluded): left out when NaN. gpu_peak_bytes / data_cache_bytes: left out when 0 (CPU).
+  void epoch(int64_t epoch, int64_t step, bool complete, double train_loss, double val_loss,
+             double samples_per_s = NAN, size_t gpu_peak_bytes = 0, size_t data_cache_bytes = 0);
   const std::string& path() const { return path_; }
 
  private:

@@ -18,6 +18,7 @@
 #include "nn/model.h"
 #include "ops/conv2d.h"
 #include "optim/sgd.h"
+#include "train/batch_source.h"
 #include "train/checkpointing.h"
 #include "train/loss_monitor.h"
 #include "train/loss_plot.h"
@@ -73,7 +74,7 @@ struct Trainer::Impl {
   /// Reads the loss monitor, throws when any rank saw a non-finite loss, and returns the epoch's
   /// loss sum over all ranks (collective under mpirun).
   LossMonitor::Snapshot checked_losses(const LossMonitor& monitor);
-  double validate(io::DatasetReader& reader);
+  double validate(const io::DatasetReader& reader, BatchSource& source);
   void save(const optim::SGD& opt, const std::string& name);
   void write_plot();
   void say(const std::string& line) {
@@ -214,14 +215,14 @@ LossMonitor::Snapshot Trainer::Impl::checked_losses(const LossMonitor& monitor) 
 }
 
 // Only rank 0 evaluates (the others go on and wait for it at the next all-reduce).
-double Trainer::Impl::validate(io::DatasetReader& reader) {
+double Trainer::Impl::validate(const io::DatasetReader& reader, BatchSource& source) {
   if (reader.num_val() == 0 || rank != 0) return NAN;
   autograd::NoGradGuard no_grad;
-  reader.start_val();
+  source.start_val();
   io::Batch b;
   double sum = 0;
   int64_t n = 0;
-  while (reader.next_val(b)) {
+  while (source.next_val(b)) {
     Tensor l = model->loss(b.x.to(device), b.y.to(device));
     sum += l.item() * double(b.x.size(0));
     n += b.x.size(0);
@@ -319,6 +320,19 @@ TrainResult Trainer::Impl::run() {
   if (resumed) opt.load_state(resumed_state);
   on_rank0("opening the metrics log", [&] { open_metrics(resumed); });
 
+  // The batches, on the training device: the reader's (CPU), streamed, or from a device cache. The
+  // step's own memory is about twice a batch (x, target and the block's saved z); three for margin.
+  BatchSourceOptions bo;
+  bo.cache = parse_data_cache(cfg.data_cache);
+  bo.step_bytes = size_t(checked_mul(
+      3 * std::min(ro.batch_size, reader.num_samples()),
+      int64_t(device_cache_bytes(reader) / size_t(reader.num_samples())), "a step's memory"));
+  const double load_start = now_s();
+  std::unique_ptr<BatchSource> source = make_batch_source(reader, device, bo);
+  if (source->device_bytes() > 0 && source->describe() != "streaming")
+    say("tg-train: data on the GPU: " + source->describe() + ", loaded in " +
+        std::to_string(now_s() - load_start) + " s");
+
   // min(--steps, --epochs x batches per epoch), without forming a product that cannot exist
   int64_t total_steps = 0;
   if (cfg.steps > 0 && cfg.epochs > cfg.steps / per_epoch) {
@@ -337,7 +351,7 @@ TrainResult Trainer::Impl::run() {
       " -> " + std::to_string(model->out_channels()) + " channels, kernel " +
       std::to_string(model->kernel_size()) + ", " + std::to_string(model->num_groups()) +
       " groups; " + device_name(device) + " " + dtype_name(dtype) + "; " +
-      std::to_string(total_steps) + " steps");
+      std::to_string(total_steps) + " steps; batches: " + source->describe());
   if (resumed && (point.step >= total_steps || point.epoch >= cfg.epochs))
     say("tg-train: " + cfg.resume + " is at step " + std::to_string(point.step) + " (epoch " +
         std::to_string(point.epoch + 1) + "): nothing is left to do with --epochs " +
@@ -354,11 +368,13 @@ TrainResult Trainer::Impl::run() {
   double window_start = now_s();
   int64_t window_samples = 0;
   for (; epoch < cfg.epochs && step < total_steps; ++epoch) {
-    reader.start_epoch(epoch, skip);
+    source->start_epoch(epoch, skip);
+    const double epoch_start = now_s();
+    int64_t epoch_samples = 0;
     int64_t batch_in_epoch = skip;
     skip = 0;
     io::Batch batch;
-    while (step < total_steps && reader.next(batch)) {
+    while (step < total_steps && source->next(batch)) {
       TG_CHECK(batch.x.size(1) == model->in_channels(), "batch from ", cfg.data, ": x has ",
                batch.x.size(1), " channels, the model expects ", model->in_channels());
       Tensor x = batch.x.to(device), t = batch.y.to(device);
@@ -376,6 +392,7 @@ TrainResult Trainer::Impl::run() {
       ++step;
       ++batch_in_epoch;
       window_samples += global_rows;
+      epoch_samples += global_rows;
       monitor.record(loss, step, double(rows) / double(global_rows));
 
       StepInfo info;
@@ -423,11 +440,15 @@ TrainResult Trainer::Impl::run() {
       }
     }
     const bool epoch_done = batch_in_epoch >= per_epoch;
-    const LossMonitor::Snapshot s = checked_losses(monitor);
+    const LossMonitor::Snapshot s = checked_losses(monitor);  // waits for the epoch's steps
+    const double epoch_rate = double(epoch_samples) / std::max(now_s() - epoch_start, 1e-9);
     const double train_loss = s.count > 0 ? s.sum / double(s.count) : NAN;
     point.step = step;
-    const double val = validate(reader);
-    if (rank == 0) metrics->epoch(epoch, step, epoch_done, train_loss, val);
+    const double val = validate(reader, *source);
+    const size_t gpu_peak = device == Device::CUDA ? cuda::memory_stats().peak_bytes : 0;
+    if (rank == 0)
+      metrics->epoch(epoch, step, epoch_done, train_loss, val, epoch_rate, gpu_peak,
+                     source->device_bytes());
     if (std::isfinite(val)) val_points.push_back({double(step), val});
     // The point to continue from: the next epoch, or the rest of this one (steps limit).
     point.epoch = epoch_done ? epoch + 1 : epoch;
