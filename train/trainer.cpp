@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -282,6 +283,10 @@ TrainResult Trainer::Impl::run() {
   ro.seed = cfg.seed;
   ro.val_fraction = cfg.val_fraction;
   ro.dtype = dtype;
+  // Streaming to a GPU is bound by how fast the reader fills pinned buffers from the page cache
+  // (about 2 GB/s a thread): give it every core (measured in bench/NOTES.md).
+  if (device == Device::CUDA)
+    ro.io_threads = int(std::clamp(std::thread::hardware_concurrency(), 8u, 32u));
   io::DatasetReader reader(ro);
   TG_CHECK(reader.num_train() >= 1 && reader.num_train_batches() >= 1, "dataset ", cfg.data,
            " has ", reader.num_samples(), " samples: none left for training with --val-fraction ",
