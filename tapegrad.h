@@ -17,3 +17,4 @@
 #include "ops/group_norm.h"
 #include "ops/mse_loss.h"
 #include "optim/sgd.h"
+#include "train/trainer.h"

@@ -250,6 +250,21 @@ Tensor Tensor::view(const Shape& new_shape) const {
 
 // ---- in place -----------------------------------------------------------------------------------
 
+Tensor Tensor::view_rows(int64_t start, int64_t count) const {
+  TG_CHECK(dim() >= 1, "view_rows: expected a tensor with at least one dimension, got shape ",
+           shape());
+  TG_CHECK(start >= 0 && count >= 0 && count <= size(0) - start, "view_rows: rows [", start, ", ",
+           start, " + ", count, ") are outside the ", size(0), " rows of shape ", shape());
+  Shape rows = shape();
+  rows[0] = count;
+  Tensor out = view(shape());  // a fresh handle (own id) on the same storage
+  const int64_t row_elems = size(0) == 0 ? 0 : numel() / size(0);
+  out.impl_->shape = rows;
+  out.impl_->numel = checked_mul(count, row_elems, "view_rows");
+  out.impl_->offset = impl_->offset + checked_mul(start, row_elems, "view_rows");
+  return out;
+}
+
 Tensor& Tensor::fill_(double value) {
   if (device() == Device::CPU) {
     dispatch_dtype(dtype(), [&](auto tag) { fill_host<decltype(tag)>(raw_data(), numel(), value); });

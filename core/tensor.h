@@ -101,6 +101,9 @@ class Tensor {
   /// Same data, new shape with the same numel; shares storage. Not differentiable: throws when the
   /// tensor takes part in autograd.
   Tensor view(const Shape& shape) const;
+  /// Rows [start, start + count) of dimension 0, sharing storage (no copy). Not differentiable:
+  /// throws like view() when the tensor takes part in autograd.
+  Tensor view_rows(int64_t start, int64_t count) const;
 
   // ---- in place (each bumps the version counter) ------------------------------------------------
   Tensor& fill_(double value);

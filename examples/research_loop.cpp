@@ -1,4 +1,5 @@
-// A researcher's own training loop, through tapegrad's public API only. It is built against the
+// A researcher's own training loop, through tapegrad's public API only, and then the same training
+// through the library's Trainer (the loop tg-train runs). It is built against the
 // installed package (find_package(tapegrad)), like any program outside this repository:
 //
 //   cmake -S my_project -B build -DCMAKE_PREFIX_PATH=/path/to/tapegrad/prefix
@@ -53,6 +54,27 @@ int main(int argc, char** argv) {
     // 4. A checkpoint that PyTorch reads: one dataset per parameter, named as in PyTorch.
     tg::io::save_checkpoint(dir + "/model.h5", model.named_parameters());
     std::printf("saved %s/model.h5\n", dir.c_str());
+
+    // 5. The same training through tg::train::Trainer: the loop, validation (the file's last 10%),
+    //    checkpoints (run/last.h5, run/best.h5), run/metrics.jsonl and run/loss.svg in one call.
+    //    Callbacks see every step and epoch; one may stop the run (last.h5 is saved first).
+    tg::train::TrainerConfig cfg;
+    cfg.data = dir + "/data.h5";
+    cfg.output = dir + "/run";
+    cfg.overwrite = true;  // replace the run of an earlier invocation
+    cfg.epochs = 3;
+    cfg.batch_size = 32;
+    cfg.groups = 4;
+    cfg.seed = 7;
+    cfg.verbose = false;
+    tg::train::Trainer trainer(cfg);
+    trainer.on_epoch([](const tg::train::EpochInfo& e) {
+      std::printf("Trainer epoch %lld: train loss %.5f, validation loss %.5f\n",
+                  (long long)e.epoch, e.train_loss, e.val_loss);
+    });
+    const tg::train::TrainResult r = trainer.run();
+    std::printf("Trainer: %lld steps, best validation loss %.5f; outputs in %s/run\n",
+                (long long)r.steps, r.best_val_loss, dir.c_str());
     return 0;
   } catch (const tg::Error& e) {
     std::fprintf(stderr, "research_loop: %s\n", e.what());

@@ -571,12 +571,9 @@ std::vector<int64_t> DatasetReader::epoch_order(int64_t epoch) const {
   return order;
 }
 
-void DatasetReader::start_epoch(int64_t epoch, int64_t skip_batches) {
-  TG_CHECK(epoch >= 0, "DatasetReader::start_epoch: epoch must be >= 0, got ", epoch);
+std::vector<std::vector<int64_t>> DatasetReader::epoch_batches(int64_t epoch) const {
+  TG_CHECK(epoch >= 0, "DatasetReader: epoch must be >= 0, got ", epoch);
   const int64_t nb = num_train_batches();
-  TG_CHECK(skip_batches >= 0 && skip_batches <= nb,
-           "DatasetReader::start_epoch: skip_batches must ", "be in [0, ", nb,
-           "] (batches per epoch), got ", skip_batches);
   std::vector<int64_t> order = epoch_order(epoch);
   const size_t bs = size_t(impl_->opt.batch_size);
   std::vector<std::vector<int64_t>> batches(static_cast<size_t>(nb));
@@ -588,15 +585,21 @@ void DatasetReader::start_epoch(int64_t epoch, int64_t skip_batches) {
     batches[b].assign(first, last);
     std::sort(batches[b].begin(), batches[b].end());
   }
-  impl_->restart(Impl::kTrain, epoch, std::move(batches), size_t(skip_batches));
+  return batches;
+}
+
+void DatasetReader::start_epoch(int64_t epoch, int64_t skip_batches) {
+  TG_CHECK(epoch >= 0, "DatasetReader::start_epoch: epoch must be >= 0, got ", epoch);
+  const int64_t nb = num_train_batches();
+  TG_CHECK(skip_batches >= 0 && skip_batches <= nb,
+           "DatasetReader::start_epoch: skip_batches must ", "be in [0, ", nb,
+           "] (batches per epoch), got ", skip_batches);
+  impl_->restart(Impl::kTrain, epoch, epoch_batches(epoch), size_t(skip_batches));
 }
 
 bool DatasetReader::next(Batch& out) { return impl_->next(Impl::kTrain, out); }
 
-void DatasetReader::start_val() {
-  TG_CHECK(impl_->n_val > 0, "DatasetReader::start_val: '", impl_->opt.path,
-           "' has no validation set (val_fraction ", impl_->opt.val_fraction, " of ", impl_->n,
-           " samples)");
+std::vector<std::vector<int64_t>> DatasetReader::val_batches() const {
   const int64_t bs = impl_->opt.batch_size;
   std::vector<std::vector<int64_t>> batches;
   for (int64_t start = impl_->n_train; start < impl_->n; start += bs) {
@@ -604,7 +607,14 @@ void DatasetReader::start_val() {
     std::iota(rows.begin(), rows.end(), start);
     batches.push_back(std::move(rows));
   }
-  impl_->restart(Impl::kVal, -1, std::move(batches), 0);
+  return batches;
+}
+
+void DatasetReader::start_val() {
+  TG_CHECK(impl_->n_val > 0, "DatasetReader::start_val: '", impl_->opt.path,
+           "' has no validation set (val_fraction ", impl_->opt.val_fraction, " of ", impl_->n,
+           " samples)");
+  impl_->restart(Impl::kVal, -1, val_batches(), 0);
 }
 
 bool DatasetReader::next_val(Batch& out) { return impl_->next(Impl::kVal, out); }

@@ -116,6 +116,13 @@ class DatasetReader {
   /// The training order of an epoch (a permutation of [0, num_train())).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
 
+  /// The file rows of every training batch of an epoch, as next() delivers them after
+  /// start_epoch(epoch): this shard's part of each batch, ascending. A device-resident copy of the
+  /// data gathers its batches from these.
+  std::vector<std::vector<int64_t>> epoch_batches(int64_t epoch) const;
+  /// The file rows of every validation batch, as next_val() delivers them.
+  std::vector<std::vector<int64_t>> val_batches() const;
+
   /// Starts training epoch `epoch`, skipping its first skip_batches batches (0 <= skip_batches <=
   /// num_train_batches()). Discards whatever was prefetched for the training stream.
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);

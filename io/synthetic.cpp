@@ -22,6 +22,8 @@ void write_synthetic_dataset(const std::string& path, const SyntheticOptions& o)
   DatasetWriter writer(path, {o.in_channels, o.height, o.width}, {o.out_channels, ho, wo},
                        o.samples);
   for (int64_t done = 0; done < o.samples; done += o.batch) {
+    TG_CHECK(o.cancel == nullptr || !o.cancel->load(), "write_synthetic_dataset: ", path,
+             ": cancelled after ", done, " of ", o.samples, " samples; nothing was written");
     const int64_t b = std::min(o.batch, o.samples - done);
     Tensor x = Tensor::rand({b, o.in_channels, o.height, o.width}, gen);
     Tensor y = teacher.forward(x);

@@ -3,6 +3,7 @@
 // bring the loss close to the noise floor (noise^2).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -19,6 +20,9 @@ struct SyntheticOptions {
   double noise = 0.05;
   uint64_t seed = 1;
   int64_t batch = 256;  ///< samples generated and appended at a time
+  /// Checked between batches: when it is true the write stops with a tg::Error and no file (and
+  /// no temporary) is left. Not owned; may be null.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 /// Writes the dataset to path (datasets "x" and "y", chunked, compressed), batch by batch.

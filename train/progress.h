@@ -1,25 +1,13 @@
-// What tg-train writes besides checkpoints: metrics.jsonl records, the loss.svg plot, and the
-// progress line on the terminal.
+// The progress line of a run on stderr: rewritten in place on a terminal, a plain line every few
+// seconds otherwise; whole-line messages clear it first.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 namespace tg::train {
 
-struct LossPoint {
-  double step;
-  double loss;
-};
-
-/// Writes an SVG line plot of train (per logged step) and validation (per epoch) loss, log-scaled.
-void write_loss_svg(const std::string& path, const std::vector<LossPoint>& train,
-                    const std::vector<LossPoint>& val);
-
-/// A live progress line on a terminal (rewritten in place), or a plain line every few seconds
-/// otherwise.
 class Progress {
  public:
   explicit Progress(bool terminal, double plain_interval_s = 5.0);

@@ -1,0 +1,26 @@
+// Internal: the CUDA batch sources (train/batch_source_cuda.cpp) and the gather kernel
+// (train/batch_source.cu). Only declared and called when TG_WITH_CUDA is set.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "train/batch_source.h"
+
+namespace tg::train::detail {
+
+std::unique_ptr<BatchSource> make_streaming_source_cuda(io::DatasetReader& reader);
+std::unique_ptr<BatchSource> make_device_cache_source_cuda(
+    io::DatasetReader& reader, const std::function<void(int64_t, int64_t)>& on_load_progress);
+/// Free device memory in bytes (cudaMemGetInfo).
+size_t cuda_free_bytes();
+
+/// dst row i = src row rows[i] for i < n (rows on the device), row_bytes bytes a row, on the
+/// current stream.
+void gather_rows_cuda(void* dst, const void* src, const int64_t* rows, int64_t n, size_t row_bytes);
+/// Test hook: keeps the current stream busy for about `ms` milliseconds (a spinning kernel), so
+/// tests can hold work back and expose ordering bugs.
+void spin_stream_cuda(double ms);
+
+}  // namespace tg::train::detail
