@@ -54,6 +54,13 @@ int64_t parse_size(const std::string& path, const std::string& name, const char*
   return v.get<int64_t>();
 }
 
+/// The bytes of a tensor of this shape and dtype; overflow is a tg::Error naming what (the tensor).
+int64_t tensor_bytes(const Shape& shape, DType dtype, const std::string& what) {
+  int64_t n = int64_t(dtype_size(dtype));
+  for (int64_t d : shape) n = checked_mul(n, d, what);
+  return n;
+}
+
 std::string offsets_text(int64_t begin, int64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
 }
@@ -224,8 +231,8 @@ Header read_header(std::ifstream& in, const std::string& path) {
     TG_CHECK(e.begin <= e.end && e.end <= data_size, "safetensors: '", path, "': data_offsets ",
              offsets_text(e.begin, e.end), " of '", name, "' lie outside the ", data_size,
              " bytes of data");
-    const int64_t bytes = checked_mul(checked_numel(e.shape), int64_t(dtype_size(e.dtype)),
-                                      "safetensors: bytes of tensor '" + name + "' in '" + path + "'");
+    const int64_t bytes = tensor_bytes(e.shape, e.dtype, "safetensors: '" + path + "': bytes of tensor '" +
+                                                             name + "' of shape " + shape_str(e.shape));
     TG_CHECK(bytes == e.end - e.begin, "safetensors: '", path, "': tensor '", name, "' of dtype ",
              st_dtype(e.dtype), " and shape ", e.shape, " has ", bytes, " bytes, but data_offsets ",
              offsets_text(e.begin, e.end), " hold ", e.end - e.begin);
@@ -325,7 +332,7 @@ NamedTensors parse_momentum(const std::string& text, const std::string& path) {
     for (const json& d : b["shape"]) {
       shape.push_back(parse_size(path, "momentum buffer " + name, "the shape", d));
     }
-    checked_nbytes(shape, dtype_size(dtype));
+    tensor_bytes(shape, dtype, where + ": bytes of momentum buffer '" + name + "'");
     Tensor t = Tensor::empty(shape, dtype);
     TG_CHECK(base64_decode(b["data_base64"].get<std::string>(),
                            static_cast<unsigned char*>(t.raw_data()), t.nbytes()),

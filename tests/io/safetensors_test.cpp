@@ -259,7 +259,7 @@ TEST(Safetensors, CorruptFilesAreClearErrors) {
   expect_bad(R"({"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", 8, {"2.5"});
   // sizes that overflow 64 bits
   expect_bad(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", 8,
-             {"more elements than fit in 64 bits"});
+             {"bytes of tensor 'a' of shape [4611686018427387904, 4]", "does not fit in 64 bits"});
   expect_bad(R"({"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,8]}})", 8,
              {"bytes of tensor 'a'", "does not fit in 64 bits"});
   expect_bad(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}})", 8,
@@ -325,6 +325,7 @@ TEST(Safetensors, MalformedTrainStateIsAClearError) {
   EXPECT_CONTAINS(with_meta(m), "not the base64 form");
   m["train_state/momentum_buffer"] =
       R"([{"name":"w","dtype":"F32","shape":[2],"data_base64":"AACAPwAAAEA="}])";
+  EXPECT_EQ(with_meta(m), "(no tg::Error thrown)");
   const Checkpoint ck = load_checkpoint(p);
   ASSERT_TRUE(ck.state.has_value());
   EXPECT_EQ(ck.state->momentum_buffers.at(0).second.to_vector<float>(),
