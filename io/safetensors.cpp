@@ -305,9 +305,13 @@ uint64_t meta_uint(const std::map<std::string, std::string>& m, const std::strin
   return v;
 }
 
+/// The shortest of %.15g, %.16g, %.17g that reads back as v (0.05, not 0.050000000000000003).
 std::string format_double(double v) {
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
   return buf;
 }
 

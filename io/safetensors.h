@@ -18,7 +18,7 @@
 //   "train_state/step", "train_state/epoch", "train_state/batch_in_epoch", "train_state/seed"
 //                                      decimal integers; present exactly when a TrainState was saved
 //   "train_state/config_json"         the run's configuration
-//   "train_state/scalars/<name>"      a double, printed with 17 significant digits (exact)
+//   "train_state/scalars/<name>"      a double, in the fewest digits that read back exactly
 //   "train_state/momentum_buffer"     JSON list, in the optimizer's order, of
 //                                      {"name", "dtype", "shape", "data_base64"} (little-endian bytes)
 // The momentum buffers make the header as large as the parameters (4/3 of their bytes); a header
