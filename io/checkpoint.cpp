@@ -2,6 +2,7 @@
 #include "io/checkpoint.h"
 
 #include "io/hdf5.h"
+#include "io/safetensors.h"
 
 namespace tg::io {
 
@@ -100,7 +101,11 @@ const Tensor& Checkpoint::param(const std::string& name) const {
   TG_THROW("checkpoint: no parameter '", name, "' (it has: ", names.empty() ? "none" : names, ")");
 }
 
-void save_checkpoint(const std::string& path, const NamedTensors& params, const TrainState* state) {
+void save_checkpoint(const std::string& path, const NamedTensors& params, const TrainState* state,
+                     CheckpointFormat format) {
+  if (resolve_checkpoint_format(path, format) == CheckpointFormat::Safetensors) {
+    return save_safetensors_checkpoint(path, params, state);
+  }
   check_tensors(path, params, "parameter", false);
   for (const auto& p : params) {
     TG_CHECK(p.first != kStateGroup, "save_checkpoint: '", path, "': the name '", kStateGroup,
@@ -135,6 +140,7 @@ void save_checkpoint(const std::string& path, const NamedTensors& params, const 
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+  if (is_safetensors(path)) return load_safetensors_checkpoint(path);
   h5::File f = h5::File::open(path);
   Checkpoint ck;
   ck.params = read_tensors(f);
@@ -142,6 +148,11 @@ Checkpoint load_checkpoint(const std::string& path) {
     ck.state = read_state(f.open_group(kStateGroup), path);
   }
   return ck;
+}
+
+void convert_checkpoint(const std::string& in, const std::string& out, CheckpointFormat format) {
+  const Checkpoint ck = load_checkpoint(in);
+  save_checkpoint(out, ck.params, ck.state ? &*ck.state : nullptr, format);
 }
 
 }  // namespace tg::io

@@ -39,6 +39,10 @@ struct TrainState {
   std::map<std::string, double> scalars;
 };
 
+/// A checkpoint's file format. Auto: chosen by the file name on save (".safetensors" for
+/// safetensors, HDF5 otherwise); loading always detects the format by the file's content.
+enum class CheckpointFormat { Auto, Hdf5, Safetensors };
+
 struct Checkpoint {
   NamedTensors params;              ///< CPU tensors, in the order they were saved
   std::optional<TrainState> state;  ///< present when the file has a train_state group
@@ -48,15 +52,23 @@ struct Checkpoint {
   const Tensor& param(const std::string& name) const;
 };
 
-/// Writes params (and state, when not null) to path atomically. Tensors may live on CUDA (copied to
+/// Writes params (and state, when not null) to path atomically, as HDF5 or as safetensors
+/// (io/safetensors.h has that layout) by format. Tensors may live on CUDA (copied to
 /// the host); dtypes are preserved. Names must be non-empty, free of '/', not "train_state" and
 /// unique. On any error the previous file at path is left as it was and no temporary file remains.
 void save_checkpoint(const std::string& path, const NamedTensors& params,
-                     const TrainState* state = nullptr);
+                     const TrainState* state = nullptr,
+                     CheckpointFormat format = CheckpointFormat::Auto);
 
-/// Reads a checkpoint: every dataset at the root is a parameter (float32 or float64), the
+/// Reads a checkpoint, HDF5 or safetensors by its content (a safetensors file is read by
+/// load_safetensors_checkpoint). HDF5: every dataset at the root is a parameter (float32 or float64), the
 /// train_state group, when present, becomes Checkpoint::state. Throws tg::Error for a missing file,
 /// a file that is not HDF5, a truncated or corrupt one, or malformed training state.
 Checkpoint load_checkpoint(const std::string& path);
+
+/// Reads the checkpoint in (either format) and writes its parameters and train state to out in
+/// format (Auto: by out's name, so "last.h5" -> "last.safetensors" converts to safetensors).
+void convert_checkpoint(const std::string& in, const std::string& out,
+                        CheckpointFormat format = CheckpointFormat::Auto);
 
 }  // namespace tg::io
