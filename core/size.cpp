@@ -25,13 +25,18 @@ int64_t checked_add(int64_t a, int64_t b, std::string_view what) {
 }
 
 int64_t checked_numel(const Shape& shape) {
+  // The product of the non-zero dimensions must fit too: ops multiply sub-shapes (H * W, C * H * W)
+  // of an empty tensor as well.
   int64_t n = 1;
+  bool empty = false;
   for (int64_t d : shape) {
     TG_CHECK(d >= 0, "tensor shape ", shape, " has a negative dimension");
-    TG_CHECK(!__builtin_mul_overflow(n, d, &n), "tensor shape ", shape,
-             " has more elements than fit in 64 bits (2^63 - 1)");
+    empty = empty || d == 0;
+    TG_CHECK(d == 0 || !__builtin_mul_overflow(n, d, &n), "tensor shape ", shape,
+             " has more elements than fit in 64 bits (2^63 - 1)",
+             empty ? " (counting only its non-zero dimensions)" : "");
   }
-  return n;
+  return empty ? 0 : n;
 }
 
 size_t checked_nbytes(const Shape& shape, size_t elem_size) {

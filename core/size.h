@@ -17,7 +17,8 @@ int64_t checked_mul(int64_t a, int64_t b, std::string_view what);
 /// a + b for a, b >= 0; throws like checked_mul.
 int64_t checked_add(int64_t a, int64_t b, std::string_view what);
 /// The product of the dimensions of shape; throws tg::Error naming the shape on a negative
-/// dimension or when the count exceeds INT64_MAX.
+/// dimension or when the count, or for an empty shape the product of its non-zero dimensions,
+/// exceeds INT64_MAX.
 int64_t checked_numel(const Shape& shape);
 /// numel(shape) * elem_size in bytes; throws tg::Error naming the shape when it exceeds
 /// PTRDIFF_MAX (the most any allocation or pointer difference can hold).

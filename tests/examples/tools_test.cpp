@@ -66,7 +66,7 @@ TEST(ToolsBench, SizesThatOverflowOrDoNotFitTheModelAreClearErrors) {
   expect_usage_error(bench("--batch 2 --size 4 --kernel 9"), {"--kernel 9 exceeds --size 4"});
   expect_usage_error(bench("--batch 2 --groups 3"), {"--groups 3 must divide --out-channels 32"});
   expect_usage_error(bench("--size 64"), {"--size requires --batch"});
-  expect_usage_error(bench("--batch 2 --sizes small"), {"--batch excludes --sizes"});
+  expect_usage_error(bench("--batch 2 --sizes small"), {"--sizes excludes --batch"});
   expect_usage_error(bench("--reps 0"), {"--reps"});
   expect_usage_error(bench("--reps 1000000"), {"--reps", "not in range 1 to 100000"});
 }
