@@ -64,9 +64,10 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
   node->tape_id_ = t_tape_id;
   for (const Tensor& t : inputs) {
     TG_CHECK(!foreign_producer(t, t_tape_id), "autograd: ", node->name(), ": input ",
-             node->inputs_.size(), " (", t.describe(), ") was produced on another thread, and the "
-             "tape is thread-local: a graph must be built and run backward on one thread; pass a "
-             "detach()ed tensor to use its values here");
+             node->inputs_.size(), " (", t.describe(),
+             ") was produced on another thread, and the tape is thread-local: a graph must be "
+             "built and run backward on one thread; pass a detach()ed tensor to use its values "
+             "here");
     InputEdge e;
     if (t.defined()) {
       e.id = t.id();
@@ -171,9 +172,10 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
              "tape is cleared after each backward; pass retain_graph=true to the first call to run "
              "backward through the same graph twice) or because the thread that ran its forward "
              "has ended (the tape is thread-local)");
-    TG_CHECK(producer->tape_id() == t_tape_id, "backward: the graph of this tensor (",
-             r.describe(), ", made by ", producer->name(), ") was recorded on another thread, and "
-             "the tape is thread-local: call backward() on the thread that ran the forward");
+    TG_CHECK(producer->tape_id() == t_tape_id, "backward: the graph of this tensor (", r.describe(),
+             ", made by ", producer->name(),
+             ") was recorded on another thread, and the tape is thread-local: call backward() on "
+             "the thread that ran the forward");
     Tensor& slot = pending[r.id()];
     if (slot.defined()) slot = slot.clone();
     accumulate(slot, g);

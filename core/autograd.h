@@ -1,16 +1,17 @@
 // The tape autograd.
 //
 // While grad mode is on and an op has an input that requires grad, the op appends one Node to this
-// thread's tape: which tensors went in (by id), which came out, what it saved and how to go backward.
-// Tensor::backward() seeds d(root) and walks the tape in reverse: each node whose outputs received a
-// gradient runs its backward; gradients for inputs that are leaves are accumulated (+=) into their
-// .grad(), those for intermediate tensors are summed in a map keyed by tensor id and freed once their
-// producer has consumed them. Unless retain_graph is set, the nodes the walk ran release their saved
-// tensors and leave the tape; nodes of other graphs stay. Nodes that nothing can reach any more (no
-// live output, no live node downstream: a forward whose result was dropped) are pruned from the tape
-// as it grows and after each backward, so the tape never holds on to dead graphs. For that, a node
-// must never keep its own outputs alive: an op that needs its output in the backward saves it with
-// SavedTensor::output(y), which keeps the data (and its version) but not the link to the node.
+// thread's tape: which tensors went in (by id), which came out, what it saved and how to go
+// backward. Tensor::backward() seeds d(root) and walks the tape in reverse: each node whose outputs
+// received a gradient runs its backward; gradients for inputs that are leaves are accumulated (+=)
+// into their .grad(), those for intermediate tensors are summed in a map keyed by tensor id and
+// freed once their producer has consumed them. Unless retain_graph is set, the nodes the walk ran
+// release their saved tensors and leave the tape; nodes of other graphs stay. Nodes that nothing
+// can reach any more (no live output, no live node downstream: a forward whose result was dropped)
+// are pruned from the tape as it grows and after each backward, so the tape never holds on to dead
+// graphs. For that, a node must never keep its own outputs alive: an op that needs its output in
+// the backward saves it with SavedTensor::output(y), which keeps the data (and its version) but not
+// the link to the node.
 //
 // The tape is per thread: backward() must run on the thread that ran the forward, and an op on one
 // thread cannot take a tensor of another thread's graph as an input; both are a tg::Error.

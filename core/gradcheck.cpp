@@ -109,8 +109,8 @@ GradcheckResult gradcheck(const GradcheckFunction& f, const std::vector<Tensor>&
       auto a = analytic[i].to_vector<double>();
       auto b = again[i].to_vector<double>();
       if (a.size() != b.size() ||
-          std::memcmp(a.data(), b.data(), checked_bytes(int64_t(a.size()), sizeof(double),
-                                                        "gradcheck")) != 0) {
+          std::memcmp(a.data(), b.data(),
+                      checked_bytes(int64_t(a.size()), sizeof(double), "gradcheck")) != 0) {
         result.passed = false;
         msg << "input " << i << ": two backward runs gave different gradients (non-deterministic)\n";
       }

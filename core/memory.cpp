@@ -61,17 +61,18 @@ std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pin
         s->pinned = true;
       }
     } catch (const Error& e) {
-      TG_THROW("could not allocate ", what(), device == Device::CUDA ? " on cuda" : " of pinned host memory",
-               ": ", e.what());
+      TG_THROW("could not allocate ", what(),
+               device == Device::CUDA ? " on cuda" : " of pinned host memory", ": ", e.what());
     }
 #else
-    TG_THROW("cannot allocate ", what(), " on cuda: this build of tapegrad has no CUDA support "
+    TG_THROW("cannot allocate ", what(),
+             " on cuda: this build of tapegrad has no CUDA support "
              "(configure with -DTG_WITH_CUDA=ON)");
 #endif
   } else {
-    const size_t rounded = size_t(checked_add(int64_t(request), int64_t(kHostAlignment - 1),
-                                              "host allocation size")) /
-                           kHostAlignment * kHostAlignment;
+    const size_t rounded =
+        size_t(checked_add(int64_t(request), int64_t(kHostAlignment - 1), "host allocation size")) /
+        kHostAlignment * kHostAlignment;
     s->data = std::aligned_alloc(kHostAlignment, rounded);
     TG_CHECK(s->data != nullptr, "out of host memory: could not allocate ", what());
   }

@@ -42,8 +42,8 @@ int64_t checked_numel(const Shape& shape) {
 size_t checked_nbytes(const Shape& shape, size_t elem_size) {
   const int64_t n = checked_numel(shape);
   int64_t bytes = 0;
-  TG_CHECK(!__builtin_mul_overflow(n, int64_t(elem_size), &bytes), "tensor shape ", shape, " (",
-           n, " elements of ", elem_size, " bytes) needs more bytes than fit in 64 bits (2^63 - 1)");
+  TG_CHECK(!__builtin_mul_overflow(n, int64_t(elem_size), &bytes), "tensor shape ", shape, " (", n,
+           " elements of ", elem_size, " bytes) needs more bytes than fit in 64 bits (2^63 - 1)");
   return size_t(bytes);
 }
 

@@ -45,7 +45,8 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device de
   impl->shape = shape;
   impl->dtype = dtype;
   impl->numel = checked_numel(shape);
-  impl->storage = allocate_storage(checked_nbytes(shape, dtype_size(dtype)), device, pinned, &shape);
+  impl->storage =
+      allocate_storage(checked_nbytes(shape, dtype_size(dtype)), device, pinned, &shape);
   impl->id = g_next_id.fetch_add(1);
   return impl;
 }
@@ -154,7 +155,9 @@ template Tensor Tensor::from_vector<double>(const std::vector<double>&, const Sh
 
 // ---- metadata -----------------------------------------------------------------------------------
 
-size_t Tensor::nbytes() const { return checked_bytes(numel(), dtype_size(dtype()), "Tensor::nbytes"); }
+size_t Tensor::nbytes() const {
+  return checked_bytes(numel(), dtype_size(dtype()), "Tensor::nbytes");
+}
 
 const TensorImpl& Tensor::checked() const {
   TG_CHECK(impl_ != nullptr, "use of an undefined tensor");

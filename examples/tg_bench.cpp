@@ -7,12 +7,11 @@
 // Each item: warm-up, then --reps timed runs (CUDA events on the GPU, a steady clock on the CPU);
 // median, min and max in ms; the bytes the item must move at least (its floor) and the achieved
 // GB/s over that floor. The training step's peak memory comes from the caching allocator's counters
-// and includes x and the target. Bad arguments (unknown sizes or items, out-of-range or inconsistent
-// custom sizes, an unwritable --json path) exit 2 before anything is measured; a failure while
-// measuring or writing exits 1.
+// and includes x and the target. Bad arguments (unknown sizes or items, out-of-range or
+// inconsistent custom sizes, an unwritable --json path) exit 2 before anything is measured; a
+// failure while measuring or writing exits 1.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,13 +53,15 @@ struct Timing {
   double median, min, max;
 };
 
-const std::vector<std::string> kItems = {"conv_forward", "conv_backward", "tail_forward",
-                                         "tail_forward_backward", "ops", "forward", "train_step"};
+const std::vector<std::string> kItems = {
+    "conv_forward", "conv_backward", "tail_forward", "tail_forward_backward",
+    "ops",          "forward",       "train_step"};
 const std::map<std::string, Size> kSizes = {{"reference", {"reference", 128, 8, 32, 256, 3, 8}},
                                             {"small", {"small", 128, 3, 16, 32, 3, 8}}};
 // Upper bounds of the flags: far beyond any size that fits a GPU, small enough that no product of
 // them is near overflow before the checked arithmetic sees it.
-constexpr int64_t kMaxBatch = 1 << 16, kMaxChannels = 1 << 16, kMaxSize = 1 << 16, kMaxKernel = 1 << 10;
+constexpr int64_t kMaxBatch = 1 << 16, kMaxChannels = 1 << 16, kMaxSize = 1 << 16,
+                  kMaxKernel = 1 << 10;
 constexpr int kMaxReps = 100000;
 
 /// Thrown for a bad argument: main reports it and exits 2 before anything is measured.
@@ -90,8 +91,8 @@ std::vector<std::string> parse_list(const std::string& flag, const std::string& 
   if (names.empty()) throw UsageError(flag + ": expected a comma-separated list of " + join(valid));
   for (const std::string& n : names)
     if (std::find(valid.begin(), valid.end(), n) == valid.end())
-      throw UsageError(flag + ": unknown name '" + n + "' in '" + value + "'; expected " + join(valid) +
-                       " (comma-separated)");
+      throw UsageError(flag + ": unknown name '" + n + "' in '" + value + "'; expected " +
+                       join(valid) + " (comma-separated)");
   return names;
 }
 
@@ -101,7 +102,8 @@ void check_writable(const std::string& path) {
   const fs::path p(path);
   const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
   std::error_code ec;
-  if (fs::is_directory(p, ec)) throw UsageError("--json " + path + ": is a directory, expected a file");
+  if (fs::is_directory(p, ec))
+    throw UsageError("--json " + path + ": is a directory, expected a file");
   if (!fs::is_directory(dir, ec))
     throw UsageError("--json " + path + ": the folder " + dir.string() + " does not exist");
   if (fs::exists(p, ec)) {
@@ -121,8 +123,8 @@ void check_size(const Size& s) {
     throw UsageError(what.str() + ": --kernel " + std::to_string(s.k) + " exceeds --size " +
                      std::to_string(s.hw));
   if (s.cout % s.g != 0)
-    throw UsageError(what.str() + ": --groups " + std::to_string(s.g) + " must divide --out-channels " +
-                     std::to_string(s.cout));
+    throw UsageError(what.str() + ": --groups " + std::to_string(s.g) +
+                     " must divide --out-channels " + std::to_string(s.cout));
   try {
     const int64_t ho = s.hw - s.k + 1;
     checked_nbytes({s.n, s.cin, s.hw, s.hw}, sizeof(float));
@@ -174,23 +176,39 @@ int main(int argc, char** argv) {
   int reps = 20, warmup = 3;
   Size custom{"custom", 0, 8, 32, 256, 3, 8};
   auto* sizes_opt = app.add_option(
-      "--sizes", sizes_s, "comma-separated: reference (128, 8->32, 256x256, k3, G8), small (128, 3->16, 32x32, G8)");
-  auto* batch_opt = app.add_option("--batch", custom.n, "a custom size instead (with the flags below)")
-                        ->check(CLI::Range(int64_t(1), kMaxBatch))
-                        ->excludes(sizes_opt);
+      "--sizes", sizes_s,
+      "comma-separated: reference (128, 8->32, 256x256, k3, G8), small (128, 3->16, 32x32, G8)");
+  auto* batch_opt =
+      app.add_option("--batch", custom.n, "a custom size instead (with the flags below)")
+          ->check(CLI::Range(int64_t(1), kMaxBatch))
+          ->excludes(sizes_opt);
   app.add_option("--in-channels", custom.cin, "custom Cin")
-      ->check(CLI::Range(int64_t(1), kMaxChannels))->needs(batch_opt)->capture_default_str();
+      ->check(CLI::Range(int64_t(1), kMaxChannels))
+      ->needs(batch_opt)
+      ->capture_default_str();
   app.add_option("--out-channels", custom.cout, "custom Cout")
-      ->check(CLI::Range(int64_t(1), kMaxChannels))->needs(batch_opt)->capture_default_str();
+      ->check(CLI::Range(int64_t(1), kMaxChannels))
+      ->needs(batch_opt)
+      ->capture_default_str();
   app.add_option("--size", custom.hw, "custom H = W")
-      ->check(CLI::Range(int64_t(1), kMaxSize))->needs(batch_opt)->capture_default_str();
+      ->check(CLI::Range(int64_t(1), kMaxSize))
+      ->needs(batch_opt)
+      ->capture_default_str();
   app.add_option("--kernel", custom.k, "custom kernel size")
-      ->check(CLI::Range(int64_t(1), kMaxKernel))->needs(batch_opt)->capture_default_str();
+      ->check(CLI::Range(int64_t(1), kMaxKernel))
+      ->needs(batch_opt)
+      ->capture_default_str();
   app.add_option("--groups", custom.g, "custom groups")
-      ->check(CLI::Range(int64_t(1), kMaxChannels))->needs(batch_opt)->capture_default_str();
+      ->check(CLI::Range(int64_t(1), kMaxChannels))
+      ->needs(batch_opt)
+      ->capture_default_str();
   app.add_option("--device", device_s, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--reps", reps, "timed runs per item")->check(CLI::Range(1, kMaxReps))->capture_default_str();
-  app.add_option("--warmup", warmup, "untimed runs first")->check(CLI::Range(0, kMaxReps))->capture_default_str();
+  app.add_option("--reps", reps, "timed runs per item")
+      ->check(CLI::Range(1, kMaxReps))
+      ->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed runs first")
+      ->check(CLI::Range(0, kMaxReps))
+      ->capture_default_str();
   app.add_option("--items", items_s, "comma-separated subset: conv_forward,conv_backward,tail_forward,"
                                      "tail_forward_backward,ops,forward,train_step (default all; ops = each "
                                      "op alone)");
@@ -204,7 +222,8 @@ int main(int argc, char** argv) {
   std::vector<Size> sizes;
   std::vector<std::string> items = kItems;
   try {
-    dev = device_s == "auto" ? (cuda::is_available() ? Device::CUDA : Device::CPU) : parse_device(device_s);
+    dev = device_s == "auto" ? (cuda::is_available() ? Device::CUDA : Device::CPU)
+                             : parse_device(device_s);
     if (dev == Device::CUDA && !cuda::is_available())
       throw UsageError("--device cuda: no usable CUDA device was found");
     if (app.count("--batch")) {
@@ -213,7 +232,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> names;
       for (const auto& [name, size] : kSizes) names.push_back(name);
       for (const std::string& name : parse_list("--sizes", sizes_s, names)) {
-        const bool dup = std::any_of(sizes.begin(), sizes.end(), [&](const Size& s) { return s.name == name; });
+        const bool dup =
+            std::any_of(sizes.begin(), sizes.end(), [&](const Size& s) { return s.name == name; });
         if (!dup) sizes.push_back(kSizes.at(name));
       }
     }

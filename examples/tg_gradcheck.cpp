@@ -11,7 +11,6 @@
 // k x k kernel; bias_scale_sigmoid, group_norm and mse_loss take their input of (N, Cout, H, W).
 // Bad arguments exit 2, failing gradients exit 1.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -43,17 +42,20 @@ struct Sizes {
   int64_t n, cin, cout, h, w, k, g;
 };
 
-const std::vector<std::string> kOps = {"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model"};
+const std::vector<std::string> kOps = {"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss",
+                                       "model"};
 // Upper bounds of the shape flags: central differences cost two forwards per element, so anything
 // near these is already impractical; they keep every product far from overflow.
 constexpr int64_t kMaxBatch = 1024, kMaxChannels = 4096, kMaxSpatial = 4096, kMaxKernel = 255;
 
 /// The shape flags that op reads.
 std::vector<std::string> flags_used(const std::string& op) {
-  if (op == "conv2d") return {"--batch", "--in-channels", "--out-channels", "--height", "--width", "--kernel"};
+  if (op == "conv2d")
+    return {"--batch", "--in-channels", "--out-channels", "--height", "--width", "--kernel"};
   if (op == "group_norm") return {"--batch", "--out-channels", "--height", "--width", "--groups"};
   if (op == "model")
-    return {"--batch", "--in-channels", "--out-channels", "--height", "--width", "--kernel", "--groups"};
+    return {"--batch", "--in-channels", "--out-channels", "--height",
+            "--width", "--kernel",      "--groups"};
   return {"--batch", "--out-channels", "--height", "--width"};  // bias_scale_sigmoid, mse_loss
 }
 
@@ -90,7 +92,8 @@ Case make_case(const std::string& op, const Sizes& s, Generator& gen) {
     };
   } else if (op == "bias_scale_sigmoid") {
     c.names = {"z", "bias", "scale"};
-    c.inputs = {rnd({s.n, s.cout, s.h, s.w}, -2, 2), rnd({s.cout, 1, 1}), rnd({s.cout, 1, 1}, -2, 2)};
+    c.inputs = {rnd({s.n, s.cout, s.h, s.w}, -2, 2), rnd({s.cout, 1, 1}),
+                rnd({s.cout, 1, 1}, -2, 2)};
     c.f = [](const std::vector<Tensor>& in) {
       return std::vector<Tensor>{ops::bias_scale_sigmoid(in[0], in[1], in[2])};
     };
@@ -224,11 +227,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t(1), kMaxChannels));
   app.add_option("--out-channels", cout, "Cout of conv2d and model, C of the other ops (default 4)")
       ->check(CLI::Range(int64_t(1), kMaxChannels));
-  app.add_option("--height", height, "H of the op's input (default 6)")->check(CLI::Range(int64_t(1), kMaxSpatial));
-  app.add_option("--width", width, "W of the op's input (default 5)")->check(CLI::Range(int64_t(1), kMaxSpatial));
+  app.add_option("--height", height, "H of the op's input (default 6)")
+      ->check(CLI::Range(int64_t(1), kMaxSpatial));
+  app.add_option("--width", width, "W of the op's input (default 5)")
+      ->check(CLI::Range(int64_t(1), kMaxSpatial));
   app.add_option("--kernel", kernel, "kernel size of conv2d and model, at most H and W (default 3)")
       ->check(CLI::Range(int64_t(1), kMaxKernel));
-  app.add_option("--groups", groups, "GroupNorm groups of group_norm and model, must divide Cout (default 2)")
+  app.add_option("--groups", groups,
+                 "GroupNorm groups of group_norm and model, must divide Cout (default 2)")
       ->check(CLI::Range(int64_t(1), kMaxChannels));
   app.add_option("--device", device_s, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--dtype", dtype_s,
@@ -237,7 +243,8 @@ int main(int argc, char** argv) {
                  "max|g32-g64| <= 1e-6 + 2e-3 max|g64| (TF32 off)")
       ->check(CLI::IsMember({"float64", "float32"}));
   app.add_option("--seed", seed, "random seed for shapes and values");
-  app.add_option("--trials", trials, "random shapes per op when no shape is given")->check(CLI::Range(1, 100000));
+  app.add_option("--trials", trials, "random shapes per op when no shape is given")
+      ->check(CLI::Range(1, 100000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

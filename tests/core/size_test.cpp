@@ -1,5 +1,7 @@
 // Checked size arithmetic (core/size.h) and what the factories, views and allocations do with sizes
 // that do not fit: a tg::Error naming the shape or the bytes, never a wrapped number.
+#include "core/size.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -8,7 +10,6 @@
 #include "core/gradcheck.h"
 #include "core/memory.h"
 #include "core/rng.h"
-#include "core/size.h"
 #include "core/tensor.h"
 #include "test_ops.h"
 #include "test_utils.h"
@@ -47,16 +48,17 @@ TEST(CheckedSize, OverflowsAndNegativesNameWhatWasComputed) {
                    "4294967296 * 2147483648", "does not fit in 64 bits");
   EXPECT_ERROR_HAS(checked_add(kMax, 1, "step count"), "step count", "does not fit in 64 bits");
   EXPECT_ERROR_HAS(checked_mul(-3, 2, "rows"), "rows", "non-negative", "-3");
-  EXPECT_ERROR_HAS(checked_bytes(kMax / 8 + 1, 8, "row buffer"), "row buffer", "1152921504606846976",
-                   "8 bytes");
+  EXPECT_ERROR_HAS(checked_bytes(kMax / 8 + 1, 8, "row buffer"), "row buffer",
+                   "1152921504606846976", "8 bytes");
   EXPECT_ERROR_HAS(checked_numel({5, -2}), "[5, -2]", "negative");
   EXPECT_ERROR_HAS(checked_nbytes({int64_t(1) << 61}, 4), "[2305843009213693952]", "4 bytes");
 }
 
 TEST(TensorSize, ZerosWhoseBytesOverflowIsAnErrorNamingTheShape) {
   // 2^61 float64 elements are 2^64 bytes: this used to wrap to 0 and then sum() wrote the heap.
-  EXPECT_ERROR_HAS(Tensor::zeros({int64_t(1) << 61}, DType::Float64), "tensor shape [2305843009213693952]",
-                   "8 bytes", "more bytes than fit in 64 bits");
+  EXPECT_ERROR_HAS(Tensor::zeros({int64_t(1) << 61}, DType::Float64),
+                   "tensor shape [2305843009213693952]", "8 bytes",
+                   "more bytes than fit in 64 bits");
 }
 
 TEST(TensorSize, ZerosWhoseElementCountOverflowsIsAnErrorNamingTheShape) {
@@ -101,7 +103,8 @@ TEST(HostAllocation, ARequestBeyondPtrdiffMaxIsAnErrorNamingTheBytes) {
   const size_t huge = std::numeric_limits<size_t>::max();
   EXPECT_ERROR_HAS(allocate_storage(huge, Device::CPU), "18446744073709551615 bytes",
                    "more than PTRDIFF_MAX");
-  EXPECT_ERROR_HAS(allocate_storage(size_t(kMax) + 1, Device::CPU, true), "9223372036854775808 bytes");
+  EXPECT_ERROR_HAS(allocate_storage(size_t(kMax) + 1, Device::CPU, true),
+                   "9223372036854775808 bytes");
 }
 
 TEST(HostAllocation, AFailedAllocationIsAnErrorNamingTheBytesAndTheShape) {

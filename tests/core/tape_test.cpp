@@ -89,7 +89,8 @@ TEST_F(Tape, UpstreamNodesGoInTheSamePrune) {
     EXPECT_EQ(autograd::tape_size(), 2u);
   }
   autograd::prune_tape();
-  EXPECT_EQ(autograd::tape_size(), 0u) << "mul's node must go with the mse_loss node that saved its output";
+  EXPECT_EQ(autograd::tape_size(), 0u)
+      << "mul's node must go with the mse_loss node that saved its output";
   {
     // A longer chain of saved inputs: square saves its input, which the node before produced.
     Tensor y = ops::square(ops::square(ops::square(ops::sigmoid(w))));
@@ -149,8 +150,8 @@ TEST_F(Tape, ModelForwardsWithDroppedResultsStayBoundedOnCuda) {
   // After the final prune only what the test itself holds is left: the model and x, target.
   cuda::synchronize();
   const size_t after = cuda::memory_stats().bytes_in_use;
-  EXPECT_LE(after, before + (size_t(1) << 20)) << "CUDA bytes in use grew from " << before << " to "
-                                               << after;
+  EXPECT_LE(after, before + (size_t(1) << 20))
+      << "CUDA bytes in use grew from " << before << " to " << after;
   // And during the loop: a few passes' activations at most, not 2,000.
   nn::Model model(2, 4, 3, 2, 11);
   model.to(Device::CUDA);
@@ -200,7 +201,8 @@ TEST_F(Tape, AnOpOnAnotherThreadsGraphIsAClearError) {
   std::string msg, detached_ok;
   std::thread worker([&] {
     msg = tg::testing::error_of([&] { tg::testing::test_sin(y); });
-    detached_ok = tg::testing::error_of([&] { tg::testing::test_sum(tg::testing::test_sin(y.detach())); });
+    detached_ok =
+        tg::testing::error_of([&] { tg::testing::test_sum(tg::testing::test_sin(y.detach())); });
   });
   worker.join();
   EXPECT_CONTAINS(msg, "test_sin");

@@ -1,10 +1,10 @@
-// tg-bench and tg-gradcheck run as processes, as users run them: bad arguments exit 2 with a message
-// that names the flag, before anything is measured; good ones run.
+// tg-bench and tg-gradcheck run as processes, as users run them: bad arguments exit 2 with a
+// message that names the flag, before anything is measured; good ones run.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "test_utils.h"
@@ -22,10 +22,12 @@ tg::testing::CommandResult gradcheck(const std::string& args) {
 }
 
 // A bad argument: exit 2, a message with every part, and no measurement printed.
-void expect_usage_error(const tg::testing::CommandResult& r, const std::vector<std::string>& parts) {
+void expect_usage_error(const tg::testing::CommandResult& r,
+                        const std::vector<std::string>& parts) {
   EXPECT_EQ(r.code, 2) << r.output;
   for (const auto& p : parts) EXPECT_CONTAINS(r.output, p);
-  EXPECT_EQ(r.output.find("median ms"), std::string::npos) << "measured before refusing:\n" << r.output;
+  EXPECT_EQ(r.output.find("median ms"), std::string::npos) << "measured before refusing:\n"
+                                                           << r.output;
 }
 
 // The smallest custom size, one rep: a run takes a fraction of a second on the CPU.
@@ -51,15 +53,17 @@ TEST(ToolsBench, UnknownItemsAndSizesAreRefused) {
 
 TEST(ToolsBench, AnUnwritableJsonPathIsRefusedBeforeMeasuring) {
   tg::testing::TempDir tmp;
-  expect_usage_error(bench(kTiny + " --json /nonexistent/dir/out.json"),
-                     {"--json /nonexistent/dir/out.json", "the folder /nonexistent/dir does not exist"});
+  expect_usage_error(
+      bench(kTiny + " --json /nonexistent/dir/out.json"),
+      {"--json /nonexistent/dir/out.json", "the folder /nonexistent/dir does not exist"});
   expect_usage_error(bench(kTiny + " --json " + tmp.dir.string()), {"is a directory"});
   EXPECT_TRUE(tmp.entries().empty());
 }
 
 TEST(ToolsBench, SizesThatOverflowOrDoNotFitTheModelAreClearErrors) {
   // --size 3037000500: its square overflowed 64 bits in the byte counts.
-  expect_usage_error(bench("--batch 1 --size 3037000500"), {"--size", "3037000500 not in range 1 to 65536"});
+  expect_usage_error(bench("--batch 1 --size 3037000500"),
+                     {"--size", "3037000500 not in range 1 to 65536"});
   expect_usage_error(bench("--size 3037000500"), {"--size"});
   expect_usage_error(bench("--batch 65536 --in-channels 65536 --out-channels 65536 --size 65536"),
                      {"[65536, 65536, 65536, 65536]", "more elements than fit in 64 bits"});
@@ -114,7 +118,8 @@ TEST(ToolsGradcheck, OnlyTheFlagsTheOpUsesAreValidated) {
 TEST(ToolsGradcheck, TheFlagsAnOpUsesAreValidatedWithTheOpNamed) {
   auto r = gradcheck("--op group_norm --out-channels 3");
   EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_CONTAINS(r.output, "invalid shape for --op group_norm: --groups 2 must divide --out-channels 3");
+  EXPECT_CONTAINS(r.output,
+                  "invalid shape for --op group_norm: --groups 2 must divide --out-channels 3");
   r = gradcheck("--op conv2d --kernel 7");
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_CONTAINS(r.output, "--op conv2d: --kernel 7 exceeds --height 6 or --width 5");
