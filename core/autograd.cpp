@@ -1,17 +1,30 @@
 #include "core/autograd.h"
 
 #include <algorithm>
-
+#include <atomic>
 #include <unordered_map>
 #include <unordered_set>
 
 namespace tg::autograd {
 
 namespace {
+// The tape prunes when it has grown to twice its size after the last prune (at least kMinPruneAt
+// nodes): amortised O(1) per node, and dropped graphs never hold more than a few nodes' memory.
+constexpr size_t kMinPruneAt = 16;
+
+std::atomic<uint64_t> g_next_tape_id{1};
+thread_local const uint64_t t_tape_id = g_next_tape_id.fetch_add(1);
 thread_local bool t_grad_mode = true;
 thread_local std::vector<std::shared_ptr<Node>> t_tape;
-thread_local size_t t_prune_at = 256;  // prune when the tape grows past this
+thread_local size_t t_prune_at = kMinPruneAt;
 thread_local GradReadyHook t_grad_ready_hook;
+
+// The node that produced t when it was recorded on another thread's tape (nullptr otherwise).
+std::shared_ptr<Node> foreign_producer(const Tensor& t, uint64_t tape_id) {
+  if (!t.defined() || !t.impl()->has_grad_fn) return nullptr;
+  std::shared_ptr<Node> n = t.impl()->grad_fn.lock();
+  return n && n->tape_id() != tape_id ? n : nullptr;
+}
 }  // namespace
 
 bool grad_mode_enabled() { return t_grad_mode; }
@@ -20,6 +33,11 @@ NoGradGuard::NoGradGuard() : previous_(t_grad_mode) { t_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { t_grad_mode = previous_; }
 
 SavedTensor::SavedTensor(const Tensor& t) : tensor_(t), version_(t.defined() ? t.version() : 0) {}
+
+SavedTensor SavedTensor::output(const Tensor& y) {
+  // detach() shares the storage, and with it the version counter, but not the grad_fn link.
+  return SavedTensor(y.defined() ? y.detach() : y);
+}
 
 const Tensor& SavedTensor::get(const char* op) const {
   TG_CHECK(!released_, op, " backward: its saved tensors were already freed by an earlier backward(); "
@@ -43,7 +61,13 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
             const std::vector<Tensor>& outputs) {
   node->inputs_.clear();
   node->outputs_.clear();
+  node->tape_id_ = t_tape_id;
   for (const Tensor& t : inputs) {
+    TG_CHECK(!foreign_producer(t, t_tape_id), "autograd: ", node->name(), ": input ",
+             node->inputs_.size(), " (", t.describe(),
+             ") was produced on another thread, and the tape is thread-local: a graph must be "
+             "built and run backward on one thread; pass a detach()ed tensor to use its values "
+             "here");
     InputEdge e;
     if (t.defined()) {
       e.id = t.id();
@@ -64,32 +88,39 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
     impl.has_grad_fn = true;
   }
   t_tape.push_back(node);
-  if (t_tape.size() >= t_prune_at) {
-    prune_tape();
-    t_prune_at = std::max<size_t>(256, 2 * t_tape.size());
-  }
+  if (t_tape.size() >= t_prune_at) prune_tape();
 }
 
 void prune_tape() {
   // Walk from the newest node: a node is live when one of its outputs is alive or is an input of a
-  // live node after it. Everything else can never receive a gradient.
-  std::unordered_set<uint64_t> needed;
-  std::vector<std::shared_ptr<Node>> kept;
-  for (size_t k = t_tape.size(); k-- > 0;) {
-    const Node& n = *t_tape[k];
-    bool live = false;
-    for (const OutputMeta& o : n.outputs())
-      if (!o.tensor.expired() || needed.count(o.id)) {
-        live = true;
-        break;
+  // live node after it. A dead node can never receive a gradient; it is destroyed at once, so the
+  // tensors it saved (outputs of older nodes) expire before the walk reaches their producers. The
+  // walk repeats until nothing more goes, in case a node holds tensors in some other way.
+  for (bool pruned = true; pruned;) {
+    pruned = false;
+    std::unordered_set<uint64_t> needed;
+    std::vector<std::shared_ptr<Node>> kept;
+    for (size_t k = t_tape.size(); k-- > 0;) {
+      const Node& n = *t_tape[k];
+      bool live = false;
+      for (const OutputMeta& o : n.outputs())
+        if (!o.tensor.expired() || needed.count(o.id)) {
+          live = true;
+          break;
+        }
+      if (!live) {
+        t_tape[k].reset();
+        pruned = true;
+        continue;
       }
-    if (!live) continue;
-    for (const InputEdge& e : n.inputs())
-      if (e.needs_grad && !e.leaf) needed.insert(e.id);
-    kept.push_back(t_tape[k]);
+      for (const InputEdge& e : n.inputs())
+        if (e.needs_grad && !e.leaf) needed.insert(e.id);
+      kept.push_back(std::move(t_tape[k]));
+    }
+    std::reverse(kept.begin(), kept.end());
+    t_tape.swap(kept);
   }
-  std::reverse(kept.begin(), kept.end());
-  t_tape.swap(kept);
+  t_prune_at = std::max(kMinPruneAt, 2 * t_tape.size());
 }
 
 void accumulate(Tensor& into, const Tensor& g) {
@@ -135,10 +166,16 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
       accumulate_leaf(r.impl(), g);
       continue;
     }
-    TG_CHECK(!r.impl()->grad_fn.expired(),
-             "backward: the graph of this tensor was already freed by an earlier backward() "
-             "(the tape is cleared after each backward); pass retain_graph=true to the first call "
-             "to run backward through the same graph twice");
+    std::shared_ptr<Node> producer = r.impl()->grad_fn.lock();
+    TG_CHECK(producer != nullptr,
+             "backward: the graph of this tensor was already freed, by an earlier backward() (the "
+             "tape is cleared after each backward; pass retain_graph=true to the first call to run "
+             "backward through the same graph twice) or because the thread that ran its forward "
+             "has ended (the tape is thread-local)");
+    TG_CHECK(producer->tape_id() == t_tape_id, "backward: the graph of this tensor (", r.describe(),
+             ", made by ", producer->name(),
+             ") was recorded on another thread, and the tape is thread-local: call backward() on "
+             "the thread that ran the forward");
     Tensor& slot = pending[r.id()];
     if (slot.defined()) slot = slot.clone();
     accumulate(slot, g);
@@ -209,6 +246,9 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
 void set_grad_ready_hook(GradReadyHook hook) { t_grad_ready_hook = std::move(hook); }
 
 size_t tape_size() { return t_tape.size(); }
-void clear_tape() { t_tape.clear(); }
+void clear_tape() {
+  t_tape.clear();
+  t_prune_at = kMinPruneAt;
+}
 
 }  // namespace tg::autograd

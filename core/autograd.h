@@ -1,20 +1,27 @@
 // The tape autograd.
 //
 // While grad mode is on and an op has an input that requires grad, the op appends one Node to this
-// thread's tape: which tensors went in (by id), which came out, what it saved and how to go backward.
-// Tensor::backward() seeds d(root) and walks the tape in reverse: each node whose outputs received a
-// gradient runs its backward; gradients for inputs that are leaves are accumulated (+=) into their
-// .grad(), those for intermediate tensors are summed in a map keyed by tensor id and freed once their
-// producer has consumed them. Unless retain_graph is set, the nodes the walk ran release their saved
-// tensors and leave the tape; nodes of other graphs stay. Nodes that nothing can reach any more (no
-// live output, no live node downstream: a forward whose result was dropped) are pruned from the tape
-// as it grows and after each backward, so the tape never holds on to dead graphs.
+// thread's tape: which tensors went in (by id), which came out, what it saved and how to go
+// backward. Tensor::backward() seeds d(root) and walks the tape in reverse: each node whose outputs
+// received a gradient runs its backward; gradients for inputs that are leaves are accumulated (+=)
+// into their .grad(), those for intermediate tensors are summed in a map keyed by tensor id and
+// freed once their producer has consumed them. Unless retain_graph is set, the nodes the walk ran
+// release their saved tensors and leave the tape; nodes of other graphs stay. Nodes that nothing
+// can reach any more (no live output, no live node downstream: a forward whose result was dropped)
+// are pruned from the tape as it grows and after each backward, so the tape never holds on to dead
+// graphs. For that, a node must never keep its own outputs alive: an op that needs its output in
+// the backward saves it with SavedTensor::output(y), which keeps the data (and its version) but not
+// the link to the node.
+//
+// The tape is per thread: backward() must run on the thread that ran the forward, and an op on one
+// thread cannot take a tensor of another thread's graph as an input; both are a tg::Error.
 //
 // Writing an op (see ops/elementwise.cpp):
 //   Tensor y = ...forward...;
 //   if (autograd::should_record({x, w})) {
 //     auto node = std::make_shared<MyNode>();
 //     node->saved_x = autograd::SavedTensor(x);
+//     node->saved_y = autograd::SavedTensor::output(y);  // an output: never SavedTensor(y)
 //     autograd::record(node, {x, w}, {y});
 //   }
 // and in MyNode::backward(grads) use needs_input_grad(i) to skip gradients nobody asked for.
@@ -49,7 +56,12 @@ class NoGradGuard {
 class SavedTensor {
  public:
   SavedTensor() = default;
+  /// Saves an input of the node (or any tensor the node did not produce).
   explicit SavedTensor(const Tensor& t);
+  /// Saves an output of the node itself: its data and version, without its link to the node (a
+  /// node holding its own output would keep itself, and the graph above it, alive for ever).
+  /// get() returns a handle to the same data that does not require grad.
+  static SavedTensor output(const Tensor& y);
   /// The saved tensor; throws tg::Error naming op if it was modified in place or already released.
   const Tensor& get(const char* op) const;
   void release() { tensor_ = Tensor(); released_ = true; }
@@ -95,22 +107,27 @@ class Node {
   bool needs_input_grad(size_t i) const { return i < inputs_.size() && inputs_[i].needs_grad; }
   const std::vector<InputEdge>& inputs() const { return inputs_; }
   const std::vector<OutputMeta>& outputs() const { return outputs_; }
+  /// Which thread's tape recorded the node (a per-thread number, never reused).
+  uint64_t tape_id() const { return tape_id_; }
 
  private:
   friend void record(const std::shared_ptr<Node>&, const std::vector<Tensor>&,
                      const std::vector<Tensor>&);
   std::vector<InputEdge> inputs_;
   std::vector<OutputMeta> outputs_;
+  uint64_t tape_id_ = 0;  ///< the tape (thread) that recorded the node
 };
 
 /// True when grad mode is on and any defined input requires grad.
 bool should_record(const std::vector<Tensor>& inputs);
 
 /// Appends node to this thread's tape; marks outputs as requiring grad and produced by node.
+/// Throws when an input was produced on another thread's tape.
 void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
             const std::vector<Tensor>& outputs);
 
 /// Runs the tape backward from roots with the given gradients (one per root; same shapes).
+/// Throws when a root's graph was recorded on another thread or was already freed.
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_roots,
               bool retain_graph = false);
 
@@ -118,7 +135,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
 size_t tape_size();
 /// Drops this thread's tape (and everything it saved).
 void clear_tape();
-/// Removes the nodes that no live tensor can reach (done automatically; exposed for tests).
+/// Removes the nodes that no live tensor can reach, to a fixed point: nodes upstream of a pruned
+/// one go in the same call (done automatically; exposed for tests).
 void prune_tape();
 
 /// Called (on this thread) each time a backward has accumulated a gradient into a leaf's .grad().

@@ -1,20 +1,26 @@
 #include "core/gradcheck.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
 
 #include "core/autograd.h"
 #include "core/rng.h"
+#include "core/size.h"
 
 namespace tg {
 
 namespace {
 
 double dot_host(const std::vector<Tensor>& a, const std::vector<std::vector<double>>& b) {
+  TG_CHECK(a.size() == b.size(), "gradcheck: the function returned ", a.size(),
+           " outputs, expected ", b.size(), " (as many as on its first call)");
   double s = 0.0;
   for (size_t k = 0; k < a.size(); ++k) {
     auto v = a[k].to_vector<double>();
+    TG_CHECK(v.size() == b[k].size(), "gradcheck: output ", k, " has shape ", a[k].shape(), " (",
+             v.size(), " elements), but had ", b[k].size(), " elements on the first call");
     for (size_t i = 0; i < v.size(); ++i) s += v[i] * b[k][i];
   }
   return s;
@@ -65,6 +71,11 @@ std::vector<Tensor> analytic_gradients(const GradcheckFunction& f, const std::ve
 
 GradcheckResult gradcheck(const GradcheckFunction& f, const std::vector<Tensor>& inputs,
                           const GradcheckOptions& opt) {
+  const bool any = std::any_of(inputs.begin(), inputs.end(),
+                               [](const Tensor& t) { return t.defined() && t.requires_grad(); });
+  TG_CHECK(any, "gradcheck: none of the ", inputs.size(),
+           " inputs requires grad, so there is no gradient to check; mark the inputs to check "
+           "with set_requires_grad()");
   for (size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i].defined() && inputs[i].requires_grad())
       TG_CHECK(inputs[i].dtype() == DType::Float64, "gradcheck: input ", i,
@@ -97,7 +108,9 @@ GradcheckResult gradcheck(const GradcheckFunction& f, const std::vector<Tensor>&
       if (!analytic[i].defined()) continue;
       auto a = analytic[i].to_vector<double>();
       auto b = again[i].to_vector<double>();
-      if (std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) != 0) {
+      if (a.size() != b.size() ||
+          std::memcmp(a.data(), b.data(),
+                      checked_bytes(int64_t(a.size()), sizeof(double), "gradcheck")) != 0) {
         result.passed = false;
         msg << "input " << i << ": two backward runs gave different gradients (non-deterministic)\n";
       }

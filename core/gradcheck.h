@@ -45,7 +45,8 @@ struct GradcheckResult {
 
 using GradcheckFunction = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
 
-/// Checks f's gradients at inputs. Does not modify the inputs (perturbs copies).
+/// Checks f's gradients at inputs. Does not modify the inputs (perturbs copies). Throws tg::Error
+/// when no input requires grad (there would be nothing to check).
 GradcheckResult gradcheck(const GradcheckFunction& f, const std::vector<Tensor>& inputs,
                           const GradcheckOptions& options = {});
 

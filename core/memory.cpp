@@ -1,11 +1,15 @@
 #include "core/memory.h"
 
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
+#include <iomanip>
+#include <limits>
+#include <sstream>
 
 #include "core/cuda_context.h"
 #include "core/device_backend.h"
 #include "core/error.h"
+#include "core/size.h"
 
 namespace tg {
 
@@ -32,22 +36,45 @@ Storage::~Storage() {
   }
 }
 
-std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pinned) {
+std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pinned,
+                                          const Shape* shape) {
+  auto what = [&] {
+    std::ostringstream os;
+    os << nbytes << " bytes (" << std::fixed << std::setprecision(3)
+       << double(nbytes) / double(1ull << 30) << " GiB)";
+    if (shape) os << " for a tensor of shape " << shape_str(*shape);
+    return os.str();
+  };
+  TG_CHECK(nbytes <= size_t(std::numeric_limits<ptrdiff_t>::max()), "cannot allocate ", what(),
+           " on ", device_name(device), ": more than PTRDIFF_MAX bytes");
   auto s = std::make_shared<Storage>();
   s->nbytes = nbytes;
   s->device = device;
-  size_t request = nbytes == 0 ? 1 : nbytes;
-  if (device == Device::CUDA) {
-    TG_IF_CUDA(s->data = detail::cuda_alloc(request));
-  } else if (pinned && cuda::is_available()) {
+  const size_t request = nbytes == 0 ? 1 : nbytes;
+  if (device == Device::CUDA || (pinned && cuda::is_available())) {
 #ifdef TG_WITH_CUDA
-    s->data = detail::pinned_alloc(request);
-    s->pinned = true;
+    try {
+      if (device == Device::CUDA) {
+        s->data = detail::cuda_alloc(request);
+      } else {
+        s->data = detail::pinned_alloc(request);
+        s->pinned = true;
+      }
+    } catch (const Error& e) {
+      TG_THROW("could not allocate ", what(),
+               device == Device::CUDA ? " on cuda" : " of pinned host memory", ": ", e.what());
+    }
+#else
+    TG_THROW("cannot allocate ", what(),
+             " on cuda: this build of tapegrad has no CUDA support "
+             "(configure with -DTG_WITH_CUDA=ON)");
 #endif
   } else {
-    size_t rounded = (request + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+    const size_t rounded =
+        size_t(checked_add(int64_t(request), int64_t(kHostAlignment - 1), "host allocation size")) /
+        kHostAlignment * kHostAlignment;
     s->data = std::aligned_alloc(kHostAlignment, rounded);
-    TG_CHECK(s->data != nullptr, "out of host memory: could not allocate ", nbytes, " bytes");
+    TG_CHECK(s->data != nullptr, "out of host memory: could not allocate ", what());
   }
   return s;
 }

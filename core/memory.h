@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "core/dtype.h"
+#include "core/error.h"
 
 namespace tg {
 
@@ -29,8 +30,11 @@ struct Storage {
   ~Storage();
 };
 
-/// Allocates nbytes on device (pinned page-locked host memory when pinned is set and CUDA is built).
-std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pinned = false);
+/// Allocates nbytes on device (pinned page-locked host memory when pinned is set and CUDA is
+/// built). A request that cannot be served (more than PTRDIFF_MAX bytes, or the host or device is
+/// out of memory) throws tg::Error naming the bytes asked for and, when given, the tensor's shape.
+std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pinned = false,
+                                          const Shape* shape = nullptr);
 
 namespace cuda {
 

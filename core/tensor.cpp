@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <iomanip>
+#include <new>
 #include <sstream>
 
 #include "core/autograd.h"
@@ -44,7 +45,8 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device de
   impl->shape = shape;
   impl->dtype = dtype;
   impl->numel = checked_numel(shape);
-  impl->storage = allocate_storage(checked_nbytes(shape, dtype_size(dtype)), device, pinned);
+  impl->storage =
+      allocate_storage(checked_nbytes(shape, dtype_size(dtype)), device, pinned, &shape);
   impl->id = g_next_id.fetch_add(1);
   return impl;
 }
@@ -57,7 +59,7 @@ void fill_host(void* data, int64_t n, double value) {
 // Host-side conversion between the two dtypes.
 void convert_host(void* dst, DType dt, const void* src, DType st, int64_t n) {
   if (dt == st) {
-    std::memcpy(dst, src, size_t(n) * dtype_size(dt));
+    std::memcpy(dst, src, checked_bytes(n, dtype_size(dt), "dtype conversion"));
     return;
   }
   if (dt == DType::Float32) {
@@ -153,6 +155,10 @@ template Tensor Tensor::from_vector<double>(const std::vector<double>&, const Sh
 
 // ---- metadata -----------------------------------------------------------------------------------
 
+size_t Tensor::nbytes() const {
+  return checked_bytes(numel(), dtype_size(dtype()), "Tensor::nbytes");
+}
+
 const TensorImpl& Tensor::checked() const {
   TG_CHECK(impl_ != nullptr, "use of an undefined tensor");
   return *impl_;
@@ -183,7 +189,8 @@ std::string Tensor::describe() const {
 
 void* Tensor::raw_data() const {
   const TensorImpl& t = checked();
-  return static_cast<char*>(t.storage->data) + t.offset * int64_t(dtype_size(t.dtype));
+  return static_cast<char*>(t.storage->data) +
+         checked_bytes(t.offset, dtype_size(t.dtype), "tensor offset");
 }
 
 template <typename T>
@@ -204,7 +211,13 @@ template <typename T>
 std::vector<T> Tensor::to_vector() const {
   Tensor host = to(Device::CPU).to(dtype_of<T>());
   const T* p = host.data<T>();
-  return std::vector<T>(p, p + host.numel());
+  try {
+    return std::vector<T>(p, p + host.numel());
+  } catch (const std::bad_alloc&) {
+    TG_THROW("to_vector: out of host memory: could not allocate ",
+             checked_bytes(host.numel(), sizeof(T), "to_vector"), " bytes for the values of a ",
+             describe(), " tensor");
+  }
 }
 template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;

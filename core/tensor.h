@@ -78,7 +78,7 @@ class Tensor {
   Device device() const;
   bool is_cuda() const { return device() == Device::CUDA; }
   bool is_pinned() const;
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype()); }
+  size_t nbytes() const;
   /// "float32 cuda [128, 32, 254, 254]"
   std::string describe() const;
 

@@ -7,16 +7,23 @@
 // Each item: warm-up, then --reps timed runs (CUDA events on the GPU, a steady clock on the CPU);
 // median, min and max in ms; the bytes the item must move at least (its floor) and the achieved
 // GB/s over that floor. The training step's peak memory comes from the caching allocator's counters
-// and includes x and the target.
+// and includes x and the target. Bad arguments (unknown sizes or items, out-of-range or
+// inconsistent custom sizes, an unwritable --json path) exit 2 before anything is measured; a
+// failure while measuring or writing exits 1.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <sstream>
 
 #ifdef TG_WITH_CUDA
 #include "core/cuda_utils.h"
@@ -24,6 +31,7 @@
 
 #include "core/autograd.h"
 #include "core/cuda_context.h"
+#include "core/size.h"
 #include "nn/model.h"
 #include "ops/bias_scale_sigmoid.h"
 #include "ops/conv2d.h"
@@ -44,6 +52,87 @@ struct Size {
 struct Timing {
   double median, min, max;
 };
+
+const std::vector<std::string> kItems = {
+    "conv_forward", "conv_backward", "tail_forward", "tail_forward_backward",
+    "ops",          "forward",       "train_step"};
+const std::map<std::string, Size> kSizes = {{"reference", {"reference", 128, 8, 32, 256, 3, 8}},
+                                            {"small", {"small", 128, 3, 16, 32, 3, 8}}};
+// Upper bounds of the flags: far beyond any size that fits a GPU, small enough that no product of
+// them is near overflow before the checked arithmetic sees it.
+constexpr int64_t kMaxBatch = 1 << 16, kMaxChannels = 1 << 16, kMaxSize = 1 << 16,
+                  kMaxKernel = 1 << 10;
+constexpr int kMaxReps = 100000;
+
+/// Thrown for a bad argument: main reports it and exits 2 before anything is measured.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, ',')) out.push_back(part);
+  if (!s.empty() && s.back() == ',') out.emplace_back();
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+// Each name of a comma-separated flag value must be one of valid.
+std::vector<std::string> parse_list(const std::string& flag, const std::string& value,
+                                    const std::vector<std::string>& valid) {
+  std::vector<std::string> names = split_commas(value);
+  if (names.empty()) throw UsageError(flag + ": expected a comma-separated list of " + join(valid));
+  for (const std::string& n : names)
+    if (std::find(valid.begin(), valid.end(), n) == valid.end())
+      throw UsageError(flag + ": unknown name '" + n + "' in '" + value + "'; expected " +
+                       join(valid) + " (comma-separated)");
+  return names;
+}
+
+// The --json file must be writable before anything is measured.
+void check_writable(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  std::error_code ec;
+  if (fs::is_directory(p, ec))
+    throw UsageError("--json " + path + ": is a directory, expected a file");
+  if (!fs::is_directory(dir, ec))
+    throw UsageError("--json " + path + ": the folder " + dir.string() + " does not exist");
+  if (fs::exists(p, ec)) {
+    if (::access(p.c_str(), W_OK) != 0)
+      throw UsageError("--json " + path + ": not writable: " + std::strerror(errno));
+  } else if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError("--json " + path + ": cannot create a file in " + dir.string() + ": " +
+                     std::strerror(errno));
+  }
+}
+
+// A size's shapes must be valid and their byte counts representable (checked, naming the shape).
+void check_size(const Size& s) {
+  std::ostringstream what;
+  what << "size '" << s.name << "'";
+  if (s.k > s.hw)
+    throw UsageError(what.str() + ": --kernel " + std::to_string(s.k) + " exceeds --size " +
+                     std::to_string(s.hw));
+  if (s.cout % s.g != 0)
+    throw UsageError(what.str() + ": --groups " + std::to_string(s.g) +
+                     " must divide --out-channels " + std::to_string(s.cout));
+  try {
+    const int64_t ho = s.hw - s.k + 1;
+    checked_nbytes({s.n, s.cin, s.hw, s.hw}, sizeof(float));
+    checked_nbytes({s.n, s.cout, ho, ho}, sizeof(float));
+  } catch (const Error& e) {
+    throw UsageError(what.str() + ": " + e.what());
+  }
+}
 
 Timing time_it(Device dev, int warmup, int reps, const std::function<void()>& fn) {
   for (int i = 0; i < warmup; ++i) fn();
@@ -86,16 +175,40 @@ int main(int argc, char** argv) {
   std::string sizes_s = "reference,small", device_s = "auto", json_path, items_s = "all";
   int reps = 20, warmup = 3;
   Size custom{"custom", 0, 8, 32, 256, 3, 8};
-  app.add_option("--sizes", sizes_s, "reference (128, 8->32, 256x256, k3, G8), small (128, 3->16, 32x32, G8)");
-  app.add_option("--batch", custom.n, "a custom size instead (with the flags below)");
-  app.add_option("--in-channels", custom.cin, "custom Cin")->capture_default_str();
-  app.add_option("--out-channels", custom.cout, "custom Cout")->capture_default_str();
-  app.add_option("--size", custom.hw, "custom H = W")->capture_default_str();
-  app.add_option("--kernel", custom.k, "custom kernel size")->capture_default_str();
-  app.add_option("--groups", custom.g, "custom groups")->capture_default_str();
+  auto* sizes_opt = app.add_option(
+      "--sizes", sizes_s,
+      "comma-separated: reference (128, 8->32, 256x256, k3, G8), small (128, 3->16, 32x32, G8)");
+  auto* batch_opt =
+      app.add_option("--batch", custom.n, "a custom size instead (with the flags below)")
+          ->check(CLI::Range(int64_t(1), kMaxBatch))
+          ->excludes(sizes_opt);
+  app.add_option("--in-channels", custom.cin, "custom Cin")
+      ->check(CLI::Range(int64_t(1), kMaxChannels))
+      ->needs(batch_opt)
+      ->capture_default_str();
+  app.add_option("--out-channels", custom.cout, "custom Cout")
+      ->check(CLI::Range(int64_t(1), kMaxChannels))
+      ->needs(batch_opt)
+      ->capture_default_str();
+  app.add_option("--size", custom.hw, "custom H = W")
+      ->check(CLI::Range(int64_t(1), kMaxSize))
+      ->needs(batch_opt)
+      ->capture_default_str();
+  app.add_option("--kernel", custom.k, "custom kernel size")
+      ->check(CLI::Range(int64_t(1), kMaxKernel))
+      ->needs(batch_opt)
+      ->capture_default_str();
+  app.add_option("--groups", custom.g, "custom groups")
+      ->check(CLI::Range(int64_t(1), kMaxChannels))
+      ->needs(batch_opt)
+      ->capture_default_str();
   app.add_option("--device", device_s, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--reps", reps, "timed runs per item")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--warmup", warmup, "untimed runs first")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--reps", reps, "timed runs per item")
+      ->check(CLI::Range(1, kMaxReps))
+      ->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed runs first")
+      ->check(CLI::Range(0, kMaxReps))
+      ->capture_default_str();
   app.add_option("--items", items_s, "comma-separated subset: conv_forward,conv_backward,tail_forward,"
                                      "tail_forward_backward,ops,forward,train_step (default all; ops = each "
                                      "op alone)");
@@ -105,21 +218,40 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  Device dev = Device::CPU;
+  std::vector<Size> sizes;
+  std::vector<std::string> items = kItems;
   try {
-    const Device dev = device_s == "auto" ? (cuda::is_available() ? Device::CUDA : Device::CPU)
-                                          : parse_device(device_s);
-    TG_CHECK(dev == Device::CPU || cuda::is_available(), "--device cuda: no usable CUDA device");
-    std::vector<Size> sizes;
-    if (custom.n > 0) {
+    dev = device_s == "auto" ? (cuda::is_available() ? Device::CUDA : Device::CPU)
+                             : parse_device(device_s);
+    if (dev == Device::CUDA && !cuda::is_available())
+      throw UsageError("--device cuda: no usable CUDA device was found");
+    if (app.count("--batch")) {
       sizes.push_back(custom);
     } else {
-      for (const std::string& s : {std::string("reference"), std::string("small")})
-        if (sizes_s.find(s) != std::string::npos)
-          sizes.push_back(s == "reference" ? Size{"reference", 128, 8, 32, 256, 3, 8}
-                                           : Size{"small", 128, 3, 16, 32, 3, 8});
+      std::vector<std::string> names;
+      for (const auto& [name, size] : kSizes) names.push_back(name);
+      for (const std::string& name : parse_list("--sizes", sizes_s, names)) {
+        const bool dup =
+            std::any_of(sizes.begin(), sizes.end(), [&](const Size& s) { return s.name == name; });
+        if (!dup) sizes.push_back(kSizes.at(name));
+      }
     }
+    for (const Size& s : sizes) check_size(s);
+    if (items_s != "all") {
+      std::vector<std::string> valid = kItems;
+      valid.push_back("all");
+      items = parse_list("--items", items_s, valid);
+      if (std::find(items.begin(), items.end(), "all") != items.end()) items = kItems;
+    }
+    if (!json_path.empty()) check_writable(json_path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tg-bench: %s\n", e.what());
+    return 2;
+  }
+  try {
     auto want = [&](const std::string& item) {
-      return items_s == "all" || ("," + items_s + ",").find("," + item + ",") != std::string::npos;
+      return std::find(items.begin(), items.end(), item) != items.end();
     };
     json out;
     out["device"] = device_name(dev);
@@ -127,7 +259,8 @@ int main(int argc, char** argv) {
                 "max ms", "floor GB", "GB/s");
     for (const Size& s : sizes) {
       const int64_t ho = s.hw - s.k + 1;
-      const double xb = double(s.n * s.cin * s.hw * s.hw) * 4, zb = double(s.n * s.cout * ho * ho) * 4;
+      const double xb = double(checked_nbytes({s.n, s.cin, s.hw, s.hw}, sizeof(float)));
+      const double zb = double(checked_nbytes({s.n, s.cout, ho, ho}, sizeof(float)));
       nn::Model model(s.cin, s.cout, s.k, s.g, 0);
       model.to(dev);
       Tensor x = Tensor::rand({s.n, s.cin, s.hw, s.hw}, 1, DType::Float32, dev);
@@ -232,7 +365,16 @@ int main(int argc, char** argv) {
       }
       out["results"][s.name] = js;
     }
-    if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+    if (!json_path.empty()) {
+      std::ofstream f(json_path);
+      f << out.dump(2) << "\n";
+      f.close();
+      if (!f) {
+        std::fprintf(stderr, "tg-bench: could not write the results to --json %s: %s\n",
+                     json_path.c_str(), std::strerror(errno));
+        return 1;
+      }
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tg-bench: %s\n", e.what());

@@ -6,13 +6,18 @@
 // float64: central differences against the tape's analytic gradients (tg::gradcheck).
 // float32: the analytic gradients of float32 tensors on --device against the float64 analytic
 // gradients on the CPU (which float64 gradcheck validates), with the tolerance that --help states.
+//
+// A fixed shape is checked for what each op uses: conv2d and model take x of (N, Cin, H, W) and a
+// k x k kernel; bias_scale_sigmoid, group_norm and mse_loss take their input of (N, Cout, H, W).
+// Bad arguments exit 2, failing gradients exit 1.
 #include <CLI/CLI.hpp>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +25,7 @@
 #include "core/cuda_context.h"
 #include "core/gradcheck.h"
 #include "core/rng.h"
+#include "core/size.h"
 #include "ops/bias_scale_sigmoid.h"
 #include "ops/conv2d.h"
 #include "ops/group_norm.h"
@@ -36,6 +42,34 @@ struct Sizes {
   int64_t n, cin, cout, h, w, k, g;
 };
 
+const std::vector<std::string> kOps = {"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss",
+                                       "model"};
+// Upper bounds of the shape flags: central differences cost two forwards per element, so anything
+// near these is already impractical; they keep every product far from overflow.
+constexpr int64_t kMaxBatch = 1024, kMaxChannels = 4096, kMaxSpatial = 4096, kMaxKernel = 255;
+
+/// The shape flags that op reads.
+std::vector<std::string> flags_used(const std::string& op) {
+  if (op == "conv2d")
+    return {"--batch", "--in-channels", "--out-channels", "--height", "--width", "--kernel"};
+  if (op == "group_norm") return {"--batch", "--out-channels", "--height", "--width", "--groups"};
+  if (op == "model")
+    return {"--batch", "--in-channels", "--out-channels", "--height",
+            "--width", "--kernel",      "--groups"};
+  return {"--batch", "--out-channels", "--height", "--width"};  // bias_scale_sigmoid, mse_loss
+}
+
+/// Why s cannot serve op (empty when it can): only the constraints of the sizes that op uses.
+std::string invalid_for(const std::string& op, const Sizes& s) {
+  std::ostringstream os;
+  const bool conv = op == "conv2d" || op == "model";
+  if (conv && (s.k > s.h || s.k > s.w))
+    os << "--kernel " << s.k << " exceeds --height " << s.h << " or --width " << s.w;
+  else if ((op == "group_norm" || op == "model") && s.cout % s.g != 0)
+    os << "--groups " << s.g << " must divide --out-channels " << s.cout;
+  return os.str();
+}
+
 struct Case {
   std::string op;
   std::vector<std::string> names;   // one per input
@@ -47,7 +81,7 @@ Case make_case(const std::string& op, const Sizes& s, Generator& gen) {
   auto rnd = [&](Shape shape, double lo = -1.0, double hi = 1.0) {
     return Tensor::rand(shape, gen, DType::Float64, Device::CPU, lo, hi).set_requires_grad();
   };
-  const int64_t ho = s.h - s.k + 1, wo = s.w - s.k + 1;
+  const int64_t ho = s.h - s.k + 1, wo = s.w - s.k + 1;  // conv2d's output, for model's target
   Case c;
   c.op = op;
   if (op == "conv2d") {
@@ -58,20 +92,21 @@ Case make_case(const std::string& op, const Sizes& s, Generator& gen) {
     };
   } else if (op == "bias_scale_sigmoid") {
     c.names = {"z", "bias", "scale"};
-    c.inputs = {rnd({s.n, s.cout, ho, wo}, -2, 2), rnd({s.cout, 1, 1}), rnd({s.cout, 1, 1}, -2, 2)};
+    c.inputs = {rnd({s.n, s.cout, s.h, s.w}, -2, 2), rnd({s.cout, 1, 1}),
+                rnd({s.cout, 1, 1}, -2, 2)};
     c.f = [](const std::vector<Tensor>& in) {
       return std::vector<Tensor>{ops::bias_scale_sigmoid(in[0], in[1], in[2])};
     };
   } else if (op == "group_norm") {
     c.names = {"x", "weight", "bias"};
-    c.inputs = {rnd({s.n, s.cout, ho, wo}), rnd({s.cout}, 0.5, 1.5), rnd({s.cout})};
+    c.inputs = {rnd({s.n, s.cout, s.h, s.w}), rnd({s.cout}, 0.5, 1.5), rnd({s.cout})};
     int64_t g = s.g;
     c.f = [g](const std::vector<Tensor>& in) {
       return std::vector<Tensor>{ops::group_norm(in[0], g, in[1], in[2])};
     };
   } else if (op == "mse_loss") {
     c.names = {"y", "target"};
-    c.inputs = {rnd({s.n, s.cout, ho, wo}), rnd({s.n, s.cout, ho, wo})};
+    c.inputs = {rnd({s.n, s.cout, s.h, s.w}), rnd({s.n, s.cout, s.h, s.w})};
     c.f = [](const std::vector<Tensor>& in) {
       return std::vector<Tensor>{ops::mse_loss(in[0], in[1])};
     };
@@ -186,13 +221,21 @@ int main(int argc, char** argv) {
   int trials = 3;
   app.add_option("--op", op, "conv2d|bias_scale_sigmoid|group_norm|mse_loss|model|all")
       ->check(CLI::IsMember({"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model", "all"}));
-  app.add_option("--batch", batch, "N (with the other shape flags: one fixed shape)")->check(CLI::PositiveNumber);
-  app.add_option("--in-channels", cin, "Cin")->check(CLI::PositiveNumber);
-  app.add_option("--out-channels", cout, "Cout")->check(CLI::PositiveNumber);
-  app.add_option("--height", height, "input height")->check(CLI::PositiveNumber);
-  app.add_option("--width", width, "input width")->check(CLI::PositiveNumber);
-  app.add_option("--kernel", kernel, "kernel size")->check(CLI::PositiveNumber);
-  app.add_option("--groups", groups, "GroupNorm groups (must divide Cout)")->check(CLI::PositiveNumber);
+  app.add_option("--batch", batch, "N (with the other shape flags: one fixed shape; default 2)")
+      ->check(CLI::Range(int64_t(1), kMaxBatch));
+  app.add_option("--in-channels", cin, "Cin of conv2d and model (default 3)")
+      ->check(CLI::Range(int64_t(1), kMaxChannels));
+  app.add_option("--out-channels", cout, "Cout of conv2d and model, C of the other ops (default 4)")
+      ->check(CLI::Range(int64_t(1), kMaxChannels));
+  app.add_option("--height", height, "H of the op's input (default 6)")
+      ->check(CLI::Range(int64_t(1), kMaxSpatial));
+  app.add_option("--width", width, "W of the op's input (default 5)")
+      ->check(CLI::Range(int64_t(1), kMaxSpatial));
+  app.add_option("--kernel", kernel, "kernel size of conv2d and model, at most H and W (default 3)")
+      ->check(CLI::Range(int64_t(1), kMaxKernel));
+  app.add_option("--groups", groups,
+                 "GroupNorm groups of group_norm and model, must divide Cout (default 2)")
+      ->check(CLI::Range(int64_t(1), kMaxChannels));
   app.add_option("--device", device_s, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--dtype", dtype_s,
                  "float64: central differences (eps 1e-6, pass when |a-n| <= 1e-5 + 1e-3|n|); "
@@ -200,7 +243,8 @@ int main(int argc, char** argv) {
                  "max|g32-g64| <= 1e-6 + 2e-3 max|g64| (TF32 off)")
       ->check(CLI::IsMember({"float64", "float32"}));
   app.add_option("--seed", seed, "random seed for shapes and values");
-  app.add_option("--trials", trials, "random shapes per op when no shape is given")->check(CLI::PositiveNumber);
+  app.add_option("--trials", trials, "random shapes per op when no shape is given")
+      ->check(CLI::Range(1, 100000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -217,19 +261,24 @@ int main(int argc, char** argv) {
     bool fixed = batch || cin || cout || height || width || kernel || groups;
     Sizes fixed_sizes{batch ? batch : 2, cin ? cin : 3, cout ? cout : 4, height ? height : 6,
                       width ? width : 5, kernel ? kernel : 3, groups ? groups : 2};
+    std::vector<std::string> op_list = op == "all" ? kOps : std::vector<std::string>{op};
     if (fixed) {
-      const Sizes& s = fixed_sizes;
-      if (s.cout % s.g != 0 || s.k > s.h || s.k > s.w) {
-        std::cerr << "tg-gradcheck: invalid shape: --groups must divide --out-channels and "
-                     "--kernel must not exceed --height/--width\n";
-        return 2;
+      for (const std::string& name : op_list) {
+        const std::string why = invalid_for(name, fixed_sizes);
+        if (!why.empty()) {
+          std::cerr << "tg-gradcheck: invalid shape for --op " << name << ": " << why << "\n";
+          return 2;
+        }
       }
+      if (op != "all")
+        for (const char* flag : {"--in-channels", "--kernel", "--groups"}) {
+          const auto used = flags_used(op);
+          if (app.count(flag) && std::find(used.begin(), used.end(), flag) == used.end())
+            std::cerr << "tg-gradcheck: note: --op " << op << " does not use " << flag << "\n";
+        }
     }
     ops::conv::set_allow_tf32(false);
     ops::conv::set_deterministic(true);  // repeated backwards must give the same bits
-    std::vector<std::string> op_list =
-        op == "all" ? std::vector<std::string>{"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model"}
-                    : std::vector<std::string>{op};
     Generator gen(seed);
     int failures = 0;
     std::printf("%-19s %-18s %-16s %12s %12s %8s  %s\n", "op", "input", "shape", "max abs err",

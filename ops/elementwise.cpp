@@ -480,7 +480,7 @@ Tensor sigmoid(const Tensor& x) {
   });
   if (autograd::should_record({x})) {
     auto node = std::make_shared<SigmoidNode>();
-    node->saved_y = autograd::SavedTensor(y);
+    node->saved_y = autograd::SavedTensor::output(y);
     autograd::record(node, {x}, {y});
   }
   return y;
