@@ -18,6 +18,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <memory>
 
 #include "dist/process_group.h"
 #include "io/synthetic.h"
@@ -26,6 +27,10 @@
 using namespace tg;
 
 namespace {
+
+// make-data bounds: far beyond any real dataset; products of them are checked in io/ (core/size.h).
+constexpr int64_t kMaxSamples = int64_t(1) << 40;
+constexpr int64_t kMaxSize = int64_t(1) << 20;
 
 std::atomic<bool> g_interrupted{false};
 void on_sigint(int) { g_interrupted = true; }
@@ -97,13 +102,13 @@ int main(int argc, char** argv) {
   std::string md_out;
   auto* make_data = app.add_subcommand("make-data", "write a synthetic teacher-student dataset");
   make_data->add_option("--output", md_out, "HDF5 file to write")->required();
-  make_data->add_option("--samples", md.samples, "N")->check(CLI::PositiveNumber)->capture_default_str();
-  make_data->add_option("--in-channels", md.in_channels, "Cin")->check(CLI::PositiveNumber)->capture_default_str();
-  make_data->add_option("--out-channels", md.out_channels, "Cout")->check(CLI::PositiveNumber)->capture_default_str();
-  make_data->add_option("--height", md.height, "H")->check(CLI::PositiveNumber)->capture_default_str();
-  make_data->add_option("--width", md.width, "W")->check(CLI::PositiveNumber)->capture_default_str();
-  make_data->add_option("--kernel", md.kernel, "k")->check(CLI::PositiveNumber)->capture_default_str();
-  make_data->add_option("--groups", md.groups, "GroupNorm groups of the teacher")->check(CLI::PositiveNumber)->capture_default_str();
+  make_data->add_option("--samples", md.samples, "N")->check(CLI::Range(int64_t(1), kMaxSamples))->capture_default_str();
+  make_data->add_option("--in-channels", md.in_channels, "Cin")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
+  make_data->add_option("--out-channels", md.out_channels, "Cout")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
+  make_data->add_option("--height", md.height, "H")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
+  make_data->add_option("--width", md.width, "W")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
+  make_data->add_option("--kernel", md.kernel, "k")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
+  make_data->add_option("--groups", md.groups, "GroupNorm groups of the teacher")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
   make_data->add_option("--noise", md.noise, "standard deviation of the noise added to y")->check(kFinite & CLI::NonNegativeNumber)->capture_default_str();
   make_data->add_option("--seed", md.seed, "seed of the teacher, x and the noise")->capture_default_str();
 

@@ -181,6 +181,9 @@ TEST_F(TgTrainProcess, BadNumbersAreBadArguments) {
   }
   auto r = run("make-data --output " + tmp_.file("x.h5") + " --noise nan");
   EXPECT_EQ(r.code, 2) << r.output;
+  r = run("make-data --output " + tmp_.file("x.h5") + " --samples 9223372036854775807");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_CONTAINS(r.output, "--samples");
   EXPECT_FALSE(fs::exists(tmp_.file("run/metrics.jsonl")));
 }
 
