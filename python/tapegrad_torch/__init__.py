@@ -1,0 +1,2 @@
+from tapegrad_torch import _C
+built_with_cuda = _C.built_with_cuda
