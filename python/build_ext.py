@@ -71,7 +71,7 @@ def main():
         library_dirs=library_dirs,
         libraries=libraries,
         extra_objects=[lib],
-        extra_compile_args=["-O2", "-std=c++17"],
+        extra_compile_args=["-O2", "-std=c++17", "-Wno-deprecated-declarations"],
         extra_link_args=["-fopenmp"],
     )
     os.chdir(HERE)

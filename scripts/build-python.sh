@@ -29,8 +29,8 @@ fi
 has_torch "$PYTHON" || { echo "build-python: $PYTHON cannot import torch" >&2; exit 1; }
 
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  scripts/setup.sh
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DTG_WITH_CUDA="$TG_CUDA" -DCMAKE_BUILD_TYPE=Release
+  configure() { cmake -S . -B "$BUILD_DIR" -G Ninja -DTG_WITH_CUDA="$TG_CUDA" -DCMAKE_BUILD_TYPE=Release; }
+  configure || { scripts/setup.sh && configure; }
 fi
 cmake --build "$BUILD_DIR" -j "$JOBS" --target tapegrad
 MAX_JOBS=$JOBS "$PYTHON" python/build_ext.py "$BUILD_DIR"
