@@ -72,7 +72,7 @@ def main():
         libraries=libraries,
         extra_objects=[lib],
         extra_compile_args=["-O2", "-std=c++17", "-Wno-deprecated-declarations"],
-        extra_link_args=["-fopenmp"],
+        extra_link_args=["-fopenmp"] + [f"-Wl,-rpath,{d}" for d in library_dirs],
     )
     os.chdir(HERE)
     setup(name="tapegrad_torch", ext_modules=[ext], cmdclass={"build_ext": BuildExtension},

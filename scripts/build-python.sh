@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds the PyTorch extension tapegrad_torch (python/) against tapegrad, after which
 #   PYTHONPATH=python python3 -c 'import tapegrad_torch'
-# works. Usage: scripts/build-python.sh [BUILD_DIR] (default build: the CMake build that run.sh and
-# test.sh use, with CUDA when nvcc is there; configured here when missing, only libtapegrad is built).
+# works. Usage: scripts/build-python.sh [--test] [BUILD_DIR] (default build: the CMake build that
+# run.sh and test.sh use, with CUDA when nvcc is there; configured here when missing, and only its
+# libtapegrad is built). --test then runs python/tests with the same interpreter.
 # Python: $PYTHON, else python3 when it has torch, else Debian's /usr/bin/python3. Without a torch,
 # installs Debian's python3-torch, libtorch-dev and pybind11-dev (apt-get, like scripts/setup.sh).
 # CUDA tensors are supported when that build has CUDA and the torch does; CPU tensors always.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+TEST=0
+if [ "${1:-}" = "--test" ]; then TEST=1; shift; fi
 BUILD_DIR=${1:-build}
 
 has_torch() { "$1" -c 'import torch, torch.utils.cpp_extension' >/dev/null 2>&1; }
@@ -35,3 +38,6 @@ fi
 cmake --build "$BUILD_DIR" -j "$JOBS" --target tapegrad
 MAX_JOBS=$JOBS "$PYTHON" python/build_ext.py "$BUILD_DIR"
 PYTHONPATH=python "$PYTHON" -c 'import tapegrad_torch as t; print("build-python: built", t.__file__, "(CUDA)" if t.built_with_cuda() else "(CPU)")'
+if [ $TEST -eq 1 ]; then
+  PYTHONPATH=python "$PYTHON" -m unittest discover -s python/tests -v
+fi

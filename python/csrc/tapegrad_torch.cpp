@@ -68,6 +68,7 @@ struct BlockCall {
   std::vector<std::shared_ptr<tg::autograd::Node>> tape;
   tg::Tensor y;
   at::Device device = at::kCPU;
+  bool tf32 = false;  // the forward's setting, for the backward's convolutions too
 };
 
 // Sets up the device, stream, allocator and TF32 switch for one call into tapegrad.
@@ -135,6 +136,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w, const 
   auto call = std::make_unique<BlockCall>();
   call->borrowed = inputs_of(x, w, cb, b, s, gw, gb);
   call->device = x.device();
+  call->tf32 = tf32;
   bool any = false;
   for (size_t i = 0; i < kInputs; ++i) {
     call->leaves.push_back(view(call->borrowed[i]));
@@ -159,7 +161,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w, const 
   return {y, handle};
 }
 
-std::vector<c10::optional<at::Tensor>> backward(const at::Tensor& handle, const at::Tensor& dy_in) {
+std::vector<at::Tensor> backward(const at::Tensor& handle, const at::Tensor& dy_in) {
   // (data_ptr() of an empty tensor is null; the storage keeps the pointer.)
   void* raw = handle.defined() ? handle.storage().data_ptr().get() : nullptr;
   TORCH_CHECK(raw != nullptr && handle.numel() == 0 && handle.scalar_type() == at::kByte &&
@@ -168,11 +170,11 @@ std::vector<c10::optional<at::Tensor>> backward(const at::Tensor& handle, const 
   auto* call = static_cast<BlockCall*>(raw);
   TORCH_CHECK(!call->tape.empty(), "tapegrad_torch: this forward recorded nothing to go back through");
   const at::Tensor dy = dy_in.contiguous();
-  TORCH_CHECK(dy.sizes() == call->y.shape() && dy.device() == call->device &&
+  TORCH_CHECK(dy.sizes() == c10::IntArrayRef(call->y.shape()) && dy.device() == call->device &&
                   tg_dtype(dy) == call->y.dtype(),
-              "tapegrad_torch: expected a gradient of shape ", call->y.shape(), " on ",
+              "tapegrad_torch: expected a gradient of shape ", c10::IntArrayRef(call->y.shape()), " on ",
               call->device, ", got ", dy.sizes(), " ", dy.scalar_type(), " on ", dy.device());
-  CallScope scope(call->device, tg::ops::conv::allow_tf32());
+  CallScope scope(call->device, call->tf32);
   const tg::Tensor gy = view(dy);
   std::vector<tg::Tensor> grads(kInputs);
   if (call->tape.size() == 1) {
@@ -184,7 +186,7 @@ std::vector<c10::optional<at::Tensor>> backward(const at::Tensor& handle, const 
     tg::autograd::backward({call->y}, {gy}, /*retain_graph=*/true);
     for (size_t i = 0; i < kInputs; ++i) grads[i] = call->leaves[i].grad();
   }
-  std::vector<c10::optional<at::Tensor>> out(kInputs);
+  std::vector<at::Tensor> out(kInputs);  // undefined ones reach Python as None
   for (size_t i = 0; i < kInputs; ++i)
     if (call->leaves[i].requires_grad() && grads[i].defined())
       out[i] = to_torch(grads[i], call->device);
@@ -215,9 +217,11 @@ bool built_with_cuda() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "tapegrad's fused conv_block on PyTorch tensors (see tapegrad_torch)";
-  m.def("forward", &forward, "y, handle = forward(x, weight, conv_bias, bias, scale, gn_weight, "
+  // The GIL is released while tapegrad runs (arguments are converted before, results after).
+  using release_gil = pybind11::call_guard<pybind11::gil_scoped_release>;
+  m.def("forward", &forward, release_gil(), "y, handle = forward(x, weight, conv_bias, bias, scale, gn_weight, "
                              "gn_bias, groups, eps, needs_grad, tf32)");
-  m.def("backward", &backward, "the 7 gradients (None where not asked for) from handle and dy");
+  m.def("backward", &backward, release_gil(), "the 7 gradients (None where not asked for) from handle and dy");
   m.def("path", &path, "'fused CUDA', 'fused CPU' or 'composition'");
   m.def("built_with_cuda", &built_with_cuda);
 }

@@ -21,6 +21,7 @@ from tapegrad_torch import _C
 __all__ = ["ModelNew", "Model", "conv_block", "path", "built_with_cuda"]
 
 built_with_cuda = _C.built_with_cuda
+_BUILT_WITH_CUDA = _C.built_with_cuda()  # a constant, so that torch.compile traces _check whole
 _NAMES = ("x", "conv.weight", "conv.bias", "bias", "scale", "group_norm.weight", "group_norm.bias")
 _warned = set()
 
@@ -72,7 +73,7 @@ def _check(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups):
         if t.dtype != x.dtype or t.device != x.device:
             raise TypeError(f"tapegrad_torch: expected {name} as {x.dtype} on {x.device} like x, "
                             f"got {t.dtype} on {t.device}")
-    if x.device.type == "cuda" and not _C.built_with_cuda():
+    if x.device.type == "cuda" and not _BUILT_WITH_CUDA:
         raise RuntimeError("tapegrad_torch was built without CUDA (PyTorch or tapegrad lacked it): "
                            f"cannot run on {x.device}; rebuild with scripts/build-python.sh")
     if x.device.type not in ("cpu", "cuda"):
@@ -87,8 +88,9 @@ def _out_shape(x, weight):
     return (x.shape[0], weight.shape[0], x.shape[2] - k + 1, x.shape[3] - k + 1)
 
 
-def _forward_impl(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups, eps, needs_grad,
-                  tf32):
+def _forward_impl(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups, eps, needs_grad):
+    # TF32 for the convolution as PyTorch's own (cudnn.allow_tf32), read when the op runs.
+    tf32 = bool(torch.backends.cudnn.allow_tf32) and x.is_cuda
     _check(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups)
     if _C.path(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups) == "composition":
         key = (tuple(x.shape), tuple(weight.shape), groups, x.dtype, x.device.type)
@@ -112,14 +114,14 @@ if hasattr(torch, "library") and hasattr(torch.library, "custom_op"):
     @torch.library.custom_op("tapegrad::conv_block", mutates_args=())
     def _op_forward(x: torch.Tensor, weight: torch.Tensor, conv_bias: torch.Tensor,
                     bias: torch.Tensor, scale: torch.Tensor, gn_weight: torch.Tensor,
-                    gn_bias: torch.Tensor, groups: int, eps: float, needs_grad: List[bool],
-                    tf32: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                    gn_bias: torch.Tensor, groups: int, eps: float,
+                    needs_grad: List[bool]) -> Tuple[torch.Tensor, torch.Tensor]:
         y, handle = _forward_impl(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups,
-                                  eps, needs_grad, tf32)
+                                  eps, needs_grad)
         return y, handle
 
     @_op_forward.register_fake
-    def _(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups, eps, needs_grad, tf32):
+    def _(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups, eps, needs_grad):
         _check(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups)
         return x.new_empty(_out_shape(x, weight)), torch.empty(0, dtype=torch.uint8)
 
@@ -143,7 +145,7 @@ if hasattr(torch, "library") and hasattr(torch.library, "custom_op"):
     def _op_grad(ctx, dy, _dhandle):
         handle, *ins = ctx.saved_tensors
         grads = _op_backward(handle, dy, *ins, ctx.needs)
-        return (*[g if n else None for g, n in zip(grads, ctx.needs)], None, None, None, None)
+        return (*[g if n else None for g, n in zip(grads, ctx.needs)], None, None, None)
 
     _op_forward.register_autograd(_op_grad, setup_context=_setup_context)
 
@@ -154,9 +156,9 @@ else:
     class _ConvBlockFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups, eps,
-                    needs_grad, tf32):
+                    needs_grad):
             y, handle = _forward_impl(x, weight, conv_bias, bias, scale, gn_weight, gn_bias,
-                                      groups, eps, needs_grad, tf32)
+                                      groups, eps, needs_grad)
             ctx.needs = needs_grad
             ctx.mark_non_differentiable(handle)
             ctx.save_for_backward(handle, x, weight, conv_bias, bias, scale, gn_weight, gn_bias)
@@ -165,7 +167,7 @@ else:
         @staticmethod
         def backward(ctx, dy, _dhandle):
             handle = ctx.saved_tensors[0]  # unpacking checks that no input changed in place
-            return (*_grads(handle, dy, ctx.needs), None, None, None, None)
+            return (*_grads(handle, dy, ctx.needs), None, None, None)
 
     def _apply(*args):
         if not any(args[9]):
@@ -181,8 +183,7 @@ def conv_block(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups, ep
     tensors = [t.contiguous() for t in tensors]
     grad = torch.is_grad_enabled()
     needs_grad = [bool(grad and t.requires_grad) for t in tensors]
-    tf32 = bool(torch.backends.cudnn.allow_tf32) if x.is_cuda else False
-    return _apply(*tensors, groups, float(eps), needs_grad, tf32)
+    return _apply(*tensors, groups, float(eps), needs_grad)
 
 
 def path(x, model):
