@@ -23,7 +23,7 @@ __all__ = ["ModelNew", "Model", "conv_block", "path", "built_with_cuda"]
 built_with_cuda = _C.built_with_cuda
 _BUILT_WITH_CUDA = _C.built_with_cuda()  # a constant, so that torch.compile traces _check whole
 _NAMES = ("x", "conv.weight", "conv.bias", "bias", "scale", "group_norm.weight", "group_norm.bias")
-_warned = set()
+_paths = {}  # (shapes, groups, dtype, device) -> the path, found once (the composition warns then)
 
 
 class Model(nn.Module):
@@ -92,10 +92,10 @@ def _forward_impl(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups,
     # TF32 for the convolution as PyTorch's own (cudnn.allow_tf32), read when the op runs.
     tf32 = bool(torch.backends.cudnn.allow_tf32) and x.is_cuda
     _check(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups)
-    if _C.path(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups) == "composition":
-        key = (tuple(x.shape), tuple(weight.shape), groups, x.dtype, x.device.type)
-        if key not in _warned:
-            _warned.add(key)
+    key = (tuple(x.shape), tuple(weight.shape), groups, x.dtype, x.device)
+    if key not in _paths:
+        _paths[key] = _C.path(x, weight, conv_bias, bias, scale, gn_weight, gn_bias, groups)
+        if _paths[key] == "composition":
             warnings.warn(f"tapegrad_torch: no fused kernel for x {tuple(x.shape)}, weight "
                           f"{tuple(weight.shape)}, {x.dtype} on {x.device}: running tapegrad's "
                           "composition of unfused ops", stacklevel=3)

@@ -126,7 +126,11 @@ class ModelNewTest(unittest.TestCase):
             _, new = make_pair(SHAPES[3], torch.float32, "cuda")
             self.assertEqual(new.path(torch.randn(2, 8, 12, 10, device="cuda")), "fused CUDA")
             _, new = make_pair(SHAPES[0], torch.float32, "cuda")
-            self.assertEqual(new.path(torch.randn(2, 3, 9, 11, device="cuda")), "composition")
+            x = torch.randn(3, 3, 9, 13, device="cuda")
+            self.assertEqual(new.path(x), "composition")
+            with self.assertWarnsRegex(UserWarning, r"no fused kernel for x \(3, 3, 9, 13\).*"
+                                                    "composition of unfused ops"):
+                new(x)
 
     def test_gradcheck_float64(self):
         for device in devices():
