@@ -14,8 +14,9 @@ int current_device();
 void synchronize();
 
 /// While the guard lives, this thread's work for the current device is queued on stream (a
-/// cudaStream_t; null is the legacy default stream) instead of tapegrad's own stream; cuDNN follows.
-/// For a host framework that owns the stream (tapegrad_torch: PyTorch's current stream). Nests.
+/// cudaStream_t; null is the legacy default stream) instead of tapegrad's own stream, and cuDNN's
+/// calls follow. For a host framework that owns the stream (tapegrad_torch: PyTorch's current
+/// stream). Nests.
 class StreamGuard {
  public:
   explicit StreamGuard(void* stream);

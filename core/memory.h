@@ -22,8 +22,8 @@ struct Storage {
   Device device = Device::CPU;
   bool pinned = false;
   uint64_t version = 0;
-  bool owned = true;                        ///< false: borrowed memory (Tensor::from_external), never freed
-  void (*external_free)(void*) = nullptr;  ///< set: data came from an ExternalAllocatorGuard's allocator
+  bool owned = true;  ///< false: borrowed memory (Tensor::from_external), never freed
+  void (*external_free)(void*) = nullptr;  ///< set: data from an ExternalAllocatorGuard
 
   Storage() = default;
   Storage(const Storage&) = delete;

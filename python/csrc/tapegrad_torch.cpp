@@ -3,12 +3,13 @@
 // forward(x, params..., groups, eps, needs_grad, tf32) -> (y, handle)
 //   wraps each torch tensor as a non-owning tg::Tensor (Tensor::from_external), marks the ones in
 //   needs_grad as requiring a gradient and runs tg::ops::conv_block with this call's own tape
-//   (autograd::TapeSwap). On CUDA the work is queued on PyTorch's current stream (cuda::StreamGuard)
-//   and every buffer tapegrad allocates (y, z, statistics, workspaces) comes from PyTorch's caching
-//   allocator (cuda::ExternalAllocatorGuard), so blocks follow PyTorch's stream rules. y is handed to
-//   PyTorch as it is (torch::from_blob holding the tg::Tensor). handle is a 0-element uint8 CPU tensor
-//   whose deleter owns the call's tape, views and saved tensors: PyTorch frees it with the graph's
-//   saved tensors (after backward unless retain_graph), which frees tapegrad's saved z and the rest.
+//   (autograd::TapeSwap). On CUDA the work is queued on PyTorch's current stream
+//   (cuda::StreamGuard) and every buffer tapegrad allocates (y, z, statistics, workspaces) comes
+//   from PyTorch's caching allocator (cuda::ExternalAllocatorGuard), so blocks follow PyTorch's
+//   stream rules. y is handed to PyTorch as it is (torch::from_blob holding the tg::Tensor). handle
+//   is a 0-element uint8 CPU tensor whose deleter owns the call's tape, views and saved tensors:
+//   PyTorch frees it with the graph's saved tensors (after backward unless retain_graph), which
+//   frees tapegrad's saved z and the rest.
 // backward(handle, dy) -> 7 gradients (undefined where not asked for): the fused path has one node,
 //   whose backward is called directly (its results are the gradients, no extra copies); the
 //   composition runs tapegrad's engine over the call's tape (retain_graph, so that PyTorch may run
@@ -88,8 +89,10 @@ class CallScope {
         [](size_t n) { return c10::cuda::CUDACachingAllocator::raw_alloc(n); },
         [](void* p) { c10::cuda::CUDACachingAllocator::raw_delete(p); });
 #else
-    TORCH_CHECK(false, "tapegrad_torch was built without CUDA (PyTorch or tapegrad lacked it); "
-                       "got a tensor on ", device);
+    TORCH_CHECK(false,
+                "tapegrad_torch was built without CUDA (PyTorch or tapegrad lacked it); "
+                "got a tensor on ",
+                device);
 #endif
   }
   ~CallScope() { tg::ops::conv::set_allow_tf32(tf32_before_); }
@@ -164,16 +167,18 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w, const 
 std::vector<at::Tensor> backward(const at::Tensor& handle, const at::Tensor& dy_in) {
   // (data_ptr() of an empty tensor is null; the storage keeps the pointer.)
   void* raw = handle.defined() ? handle.storage().data_ptr().get() : nullptr;
-  TORCH_CHECK(raw != nullptr && handle.numel() == 0 && handle.scalar_type() == at::kByte &&
-                  handle.is_cpu(),
-              "tapegrad_torch: backward expected the handle that forward returned");
+  TORCH_CHECK(
+      raw != nullptr && handle.numel() == 0 && handle.scalar_type() == at::kByte && handle.is_cpu(),
+      "tapegrad_torch: backward expected the handle that forward returned");
   auto* call = static_cast<BlockCall*>(raw);
-  TORCH_CHECK(!call->tape.empty(), "tapegrad_torch: this forward recorded nothing to go back through");
+  TORCH_CHECK(!call->tape.empty(),
+              "tapegrad_torch: this forward recorded nothing to go back through");
   const at::Tensor dy = dy_in.contiguous();
   TORCH_CHECK(dy.sizes() == c10::IntArrayRef(call->y.shape()) && dy.device() == call->device &&
                   tg_dtype(dy) == call->y.dtype(),
-              "tapegrad_torch: expected a gradient of shape ", c10::IntArrayRef(call->y.shape()), " on ",
-              call->device, ", got ", dy.sizes(), " ", dy.scalar_type(), " on ", dy.device());
+              "tapegrad_torch: expected a gradient of shape ", c10::IntArrayRef(call->y.shape()),
+              " on ", call->device, ", got ", dy.sizes(), " ", dy.scalar_type(), " on ",
+              dy.device());
   CallScope scope(call->device, call->tf32);
   const tg::Tensor gy = view(dy);
   std::vector<tg::Tensor> grads(kInputs);
@@ -219,9 +224,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "tapegrad's fused conv_block on PyTorch tensors (see tapegrad_torch)";
   // The GIL is released while tapegrad runs (arguments are converted before, results after).
   using release_gil = pybind11::call_guard<pybind11::gil_scoped_release>;
-  m.def("forward", &forward, release_gil(), "y, handle = forward(x, weight, conv_bias, bias, scale, gn_weight, "
-                             "gn_bias, groups, eps, needs_grad, tf32)");
-  m.def("backward", &backward, release_gil(), "the 7 gradients (None where not asked for) from handle and dy");
+  m.def("forward", &forward, release_gil(),
+        "y, handle = forward(x, weight, conv_bias, bias, scale, gn_weight, "
+        "gn_bias, groups, eps, needs_grad, tf32)");
+  m.def("backward", &backward, release_gil(),
+        "the 7 gradients (None where not asked for) from handle and dy");
   m.def("path", &path, "'fused CUDA', 'fused CPU' or 'composition'");
   m.def("built_with_cuda", &built_with_cuda);
 }
