@@ -245,6 +245,9 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
 
 void set_grad_ready_hook(GradReadyHook hook) { t_grad_ready_hook = std::move(hook); }
 
+TapeSwap::TapeSwap(std::vector<std::shared_ptr<Node>>& tape) : tape_(tape) { t_tape.swap(tape_); }
+TapeSwap::~TapeSwap() { t_tape.swap(tape_); }
+
 size_t tape_size() { return t_tape.size(); }
 void clear_tape() {
   t_tape.clear();

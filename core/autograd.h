@@ -131,6 +131,21 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_roots,
               bool retain_graph = false);
 
+/// Swaps this thread's tape with tape for the guard's lifetime, and back at its end: the ops run
+/// meanwhile record into tape, kept apart from the thread's own graph. A host framework
+/// (tapegrad_torch) holds one forward's nodes this way and runs their backward later, maybe on
+/// another thread, under a second guard.
+class TapeSwap {
+ public:
+  explicit TapeSwap(std::vector<std::shared_ptr<Node>>& tape);
+  ~TapeSwap();
+  TapeSwap(const TapeSwap&) = delete;
+  TapeSwap& operator=(const TapeSwap&) = delete;
+
+ private:
+  std::vector<std::shared_ptr<Node>>& tape_;
+};
+
 /// Number of nodes on this thread's tape.
 size_t tape_size();
 /// Drops this thread's tape (and everything it saved).

@@ -12,6 +12,8 @@ void set_device(int index) {
 }
 int current_device() { return 0; }
 void synchronize() {}
+StreamGuard::StreamGuard(void* stream) : prev_stream_(stream), prev_device_(-1) {}
+StreamGuard::~StreamGuard() = default;
 MemoryStats memory_stats() { return {}; }
 void reset_peak_memory() {}
 void empty_cache() {}

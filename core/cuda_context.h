@@ -13,6 +13,22 @@ int current_device();
 /// Waits for all work queued on the current device's stream.
 void synchronize();
 
+/// While the guard lives, this thread's work for the current device is queued on stream (a
+/// cudaStream_t; null is the legacy default stream) instead of tapegrad's own stream, and cuDNN's
+/// calls follow. For a host framework that owns the stream (tapegrad_torch: PyTorch's current
+/// stream). Nests.
+class StreamGuard {
+ public:
+  explicit StreamGuard(void* stream);
+  ~StreamGuard();
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  void* prev_stream_;
+  int prev_device_;
+};
+
 }  // namespace tg::cuda
 
 #ifdef TG_WITH_CUDA

@@ -17,11 +17,15 @@ namespace {
 
 constexpr int kMaxDevices = 16;
 thread_local int t_current_device = 0;
+// StreamGuard's stream and the device it applies to (-1: none).
+thread_local cudaStream_t t_stream_override = nullptr;
+thread_local int t_override_device = -1;
 
 struct Context {
   std::once_flag stream_once, cudnn_once, props_once;
   cudaStream_t stream = nullptr;
   cudnnHandle_t cudnn = nullptr;
+  cudaStream_t cudnn_stream = nullptr;  // the stream cudnn is bound to
   cudaDeviceProp props{};
 };
 
@@ -165,7 +169,19 @@ void synchronize() {
   TG_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 
+StreamGuard::StreamGuard(void* stream)
+    : prev_stream_(t_stream_override), prev_device_(t_override_device) {
+  t_stream_override = static_cast<cudaStream_t>(stream);
+  t_override_device = t_current_device;
+}
+
+StreamGuard::~StreamGuard() {
+  t_stream_override = static_cast<cudaStream_t>(prev_stream_);
+  t_override_device = prev_device_;
+}
+
 cudaStream_t stream() {
+  if (t_override_device == t_current_device) return t_stream_override;
   Context& c = context(t_current_device);
   std::call_once(c.stream_once, [&] {
     TG_CHECK(is_available(), "CUDA was asked for, but no usable CUDA device was found");
@@ -178,10 +194,15 @@ cudaStream_t stream() {
 cudnnHandle_t cudnn_handle() {
   Context& c = context(t_current_device);
   std::call_once(c.cudnn_once, [&] {
-    cudaStream_t s = stream();
     TG_CUDNN_CHECK(cudnnCreate(&c.cudnn));
-    TG_CUDNN_CHECK(cudnnSetStream(c.cudnn, s));
+    c.cudnn_stream = stream();
+    TG_CUDNN_CHECK(cudnnSetStream(c.cudnn, c.cudnn_stream));
   });
+  cudaStream_t s = stream();
+  if (s != c.cudnn_stream) {  // a StreamGuard began or ended
+    TG_CUDNN_CHECK(cudnnSetStream(c.cudnn, s));
+    c.cudnn_stream = s;
+  }
   return c.cudnn;
 }
 

@@ -15,12 +15,27 @@ namespace tg {
 
 namespace {
 constexpr size_t kHostAlignment = 64;
+thread_local void* (*t_external_allocate)(size_t) = nullptr;
+thread_local void (*t_external_free)(void*) = nullptr;
+}  // namespace
+
+cuda::ExternalAllocatorGuard::ExternalAllocatorGuard(void* (*allocate)(size_t), void (*free)(void*))
+    : prev_allocate_(t_external_allocate), prev_free_(t_external_free) {
+  t_external_allocate = allocate;
+  t_external_free = free;
+}
+
+cuda::ExternalAllocatorGuard::~ExternalAllocatorGuard() {
+  t_external_allocate = prev_allocate_;
+  t_external_free = prev_free_;
 }
 
 Storage::~Storage() {
-  if (!data) return;
+  if (!data || !owned) return;
   try {
-    if (device == Device::CUDA) {
+    if (external_free) {
+      external_free(data);
+    } else if (device == Device::CUDA) {
 #ifdef TG_WITH_CUDA
       detail::cuda_free(data, nbytes);
 #endif
@@ -51,7 +66,11 @@ std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pin
   s->nbytes = nbytes;
   s->device = device;
   const size_t request = nbytes == 0 ? 1 : nbytes;
-  if (device == Device::CUDA || (pinned && cuda::is_available())) {
+  if (device == Device::CUDA && t_external_allocate) {
+    s->data = t_external_allocate(request);
+    TG_CHECK(s->data != nullptr, "the external CUDA allocator returned no memory for ", what());
+    s->external_free = t_external_free;
+  } else if (device == Device::CUDA || (pinned && cuda::is_available())) {
 #ifdef TG_WITH_CUDA
     try {
       if (device == Device::CUDA) {

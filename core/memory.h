@@ -23,6 +23,8 @@ struct Storage {
   Device device = Device::CPU;
   bool pinned = false;
   uint64_t version = 0;
+  bool owned = true;  ///< false: borrowed memory (Tensor::from_external), never freed
+  void (*external_free)(void*) = nullptr;  ///< set: data from an ExternalAllocatorGuard
 
   Storage() = default;
   Storage(const Storage&) = delete;
@@ -37,6 +39,21 @@ std::shared_ptr<Storage> allocate_storage(size_t nbytes, Device device, bool pin
                                           const Shape* shape = nullptr);
 
 namespace cuda {
+
+/// While the guard lives, this thread's CUDA storage comes from allocate (and goes back to free, even
+/// after the guard is gone) instead of tapegrad's caching allocator: a host framework passes its own
+/// (tapegrad_torch: PyTorch's caching allocator, so that blocks follow PyTorch's streams). Nests.
+class ExternalAllocatorGuard {
+ public:
+  ExternalAllocatorGuard(void* (*allocate)(size_t), void (*free)(void*));
+  ~ExternalAllocatorGuard();
+  ExternalAllocatorGuard(const ExternalAllocatorGuard&) = delete;
+  ExternalAllocatorGuard& operator=(const ExternalAllocatorGuard&) = delete;
+
+ private:
+  void* (*prev_allocate_)(size_t);
+  void (*prev_free_)(void*);
+};
 
 struct MemoryStats {
   size_t bytes_in_use = 0;     ///< bytes handed out to live tensors (rounded block sizes)

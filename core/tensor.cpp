@@ -90,6 +90,22 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   return Tensor(make_impl(shape, dtype, device, false));
 }
 
+Tensor Tensor::from_external(void* data, const Shape& shape, DType dtype, Device device) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->numel = checked_numel(shape);
+  impl->storage = std::make_shared<Storage>();
+  impl->storage->data = data;
+  impl->storage->nbytes = checked_nbytes(shape, dtype_size(dtype));
+  impl->storage->device = device;
+  impl->storage->owned = false;
+  TG_CHECK(data != nullptr || impl->numel == 0, "from_external: got a null pointer for ",
+           impl->numel, " elements of shape ", shape);
+  impl->id = g_next_id.fetch_add(1);
+  return Tensor(impl);
+}
+
 Tensor Tensor::empty_pinned(const Shape& shape, DType dtype) {
   return Tensor(make_impl(shape, dtype, Device::CPU, true));
 }

@@ -62,6 +62,9 @@ class Tensor {
                      Device device = Device::CPU);
   static Tensor randn(const Shape& shape, uint64_t seed, DType dtype = DType::Float32,
                       Device device = Device::CPU);
+  /// A contiguous view of memory that someone else owns and keeps alive (and unchanged in layout)
+  /// for as long as the tensor or a copy of its handle lives; tapegrad never frees it.
+  static Tensor from_external(void* data, const Shape& shape, DType dtype, Device device);
   /// Copies host values into a new tensor of the given shape (values.size() must equal its numel).
   template <typename T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape,

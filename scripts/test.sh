@@ -31,6 +31,9 @@ cmake -S . -B build -G Ninja -DTG_WITH_CUDA="$TG_CUDA" -DCMAKE_BUILD_TYPE=Releas
 cmake --build build -j "$JOBS"
 ctest --test-dir build --output-on-failure -j "$JOBS"
 
+echo "== PyTorch extension tapegrad_torch (python/) against that build, and its tests"
+scripts/build-python.sh --test build
+
 echo "== CPU-only build with ASan + UBSan, and test"
 cmake -S . -B build-sanitize -G Ninja -DTG_WITH_CUDA=OFF -DTG_WITH_DIST=OFF -DTG_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${PY_ARGS[@]}"
 cmake --build build-sanitize -j "$JOBS"
