@@ -21,6 +21,7 @@
 #include <memory>
 
 #include "dist/process_group.h"
+#include "io/checkpoint.h"
 #include "io/synthetic.h"
 #include "train/trainer.h"
 
@@ -95,6 +96,10 @@ int main(int argc, char** argv) {
   app.add_option("--dist-timeout", cfg.dist_timeout,
                  "under mpirun: seconds a rank waits for the others before the job ends with an error")
       ->check(kFinite & CLI::Range(1e-3, train::kMaxDistTimeout))->capture_default_str();
+  app.add_option("--checkpoint-format", cfg.checkpoint_format,
+                 "last/best checkpoints as hdf5 (last.h5) or safetensors (last.safetensors); "
+                 "--init and --resume read either")
+      ->check(CLI::IsMember({"hdf5", "safetensors"}))->capture_default_str();
   app.add_option("--log-every", cfg.log_every, "log the loss every N steps")
       ->check(CLI::Range(int64_t(1), train::kMaxSteps))->capture_default_str();
 
@@ -112,6 +117,14 @@ int main(int argc, char** argv) {
   make_data->add_option("--noise", md.noise, "standard deviation of the noise added to y")->check(kFinite & CLI::NonNegativeNumber)->capture_default_str();
   make_data->add_option("--seed", md.seed, "seed of the teacher, x and the noise")->capture_default_str();
 
+  std::string convert_in, convert_out;
+  auto* convert = app.add_subcommand(
+      "convert", "convert a checkpoint between HDF5 and safetensors (OUT's extension decides: "
+                 ".safetensors, else HDF5); parameters, optimizer and training state are kept");
+  convert->add_option("IN", convert_in, "checkpoint to read (either format, detected by content)")
+      ->required()->check(CLI::ExistingFile);
+  convert->add_option("OUT", convert_out, "checkpoint to write (atomically)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -119,6 +132,16 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_sigint);
   std::signal(SIGTERM, on_sigint);
+  if (*convert) {
+    try {
+      io::convert_checkpoint(convert_in, convert_out);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tg-train convert: error: %s\n", e.what());
+      return 1;
+    }
+    std::printf("wrote %s from %s\n", convert_out.c_str(), convert_in.c_str());
+    return 0;
+  }
   if (*make_data) {
     md.cancel = &g_interrupted;
     try {

@@ -50,6 +50,7 @@ void TrainerConfig::validate() const {
   check_choice("--dtype", dtype, {"float32", "float64"});
   check_choice("--tf32", tf32, {"on", "off"});
   check_choice("--data-cache", data_cache, {"auto", "device", "off"});
+  check_choice("--checkpoint-format", checkpoint_format, {"hdf5", "safetensors"});
   if (x_name.empty() || y_name.empty()) usage("--x-name and --y-name must not be empty");
   if (output.empty()) usage("--output must not be empty");
   if (!init.empty() && !resume.empty())

@@ -53,6 +53,13 @@ struct TrainerConfig {
   /// after the step's own, else streamed), device (on the GPU, or an error), off (streamed). See
   /// train/batch_source.h; every mode gives the same batches, bit for bit.
   std::string data_cache = "auto";
+  /// last / best checkpoints as HDF5 (last.h5, best.h5) or safetensors (last.safetensors, ...);
+  /// --init and --resume read either (by content).
+  std::string checkpoint_format = "hdf5";
+  /// "last.h5" or "last.safetensors" (and so for best), as checkpoint_format says.
+  std::string checkpoint_name(const std::string& stem) const {
+    return stem + (checkpoint_format == "safetensors" ? ".safetensors" : ".h5");
+  }
   std::string init;             ///< start from this checkpoint's parameters
   std::string resume;           ///< continue this checkpoint's run exactly
   bool overwrite = false;       ///< replace the run already in output (else it is refused)

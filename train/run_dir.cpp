@@ -47,7 +47,8 @@ bool detail::write_all(int fd, const std::string& text) {
 }
 
 const std::vector<std::string>& run_output_names() {
-  static const std::vector<std::string> names{"metrics.jsonl", "last.h5", "best.h5", "loss.svg"};
+  static const std::vector<std::string> names{"metrics.jsonl",    "last.h5",         "best.h5",
+                                              "last.safetensors", "best.safetensors", "loss.svg"};
   return names;
 }
 

@@ -126,7 +126,7 @@ void Trainer::Impl::open_output() {
         join(run_dir->removed_temporaries()));
   const std::vector<std::string> existing = run_dir->existing_outputs();
   if (cfg.resume.empty() && !existing.empty() && !cfg.overwrite) {
-    const std::string last = run_dir->file("last.h5");
+    const std::string last = run_dir->file(cfg.checkpoint_name("last"));
     throw UsageError("--output " + cfg.output + " already holds a run (" + join(existing) +
                      "); nothing was changed. Pass --resume " +
                      (fs::exists(last) ? last : std::string("<its checkpoint>")) +
@@ -433,8 +433,8 @@ TrainResult Trainer::Impl::run() {
         point.epoch_loss_sum = s.sum;
         point.epoch_loss_count = s.count;
         say("tg-train: stopped at step " + std::to_string(step) + "; saving " +
-            (fs::path(cfg.output) / "last.h5").string());
-        save(opt, "last.h5");
+            run_dir->file(cfg.checkpoint_name("last")));
+        save(opt, cfg.checkpoint_name("last"));
         write_plot();
         progress.finish();
         result.steps = step;
@@ -462,9 +462,9 @@ TrainResult Trainer::Impl::run() {
     point.epoch_loss_count = epoch_done ? 0 : s.count;
     if (std::isfinite(val) && val < point.best_val_loss) {
       point.best_val_loss = val;
-      save(opt, "best.h5");
+      save(opt, cfg.checkpoint_name("best"));
     }
-    save(opt, "last.h5");
+    save(opt, cfg.checkpoint_name("last"));
     write_plot();
     char line[200];
     std::snprintf(line, sizeof line, "epoch %lld done at step %lld: train loss %.6f, val loss %s",
