@@ -8,6 +8,7 @@
 // gradients on the CPU (which float64 gradcheck validates), with the tolerance that --help states.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -24,6 +25,7 @@
 #include "ops/conv2d.h"
 #include "ops/group_norm.h"
 #include "ops/mse_loss.h"
+#include "ops/op_list.h"
 
 using namespace tg;
 
@@ -88,7 +90,11 @@ Case make_case(const std::string& op, const Sizes& s, Generator& gen) {
       return std::vector<Tensor>{y, ops::mse_loss(y, in[7])};
     };
   } else {
-    throw Error("unknown op '" + op + "'");
+    // Every other op comes from the one op list (ops/op_list.h).
+    ops::OpCase oc = ops::find_op(op).make(gen, DType::Float64, Device::CPU);
+    c.names = oc.input_names;
+    c.inputs = oc.inputs;
+    c.f = oc.fn;
   }
   return c;
 }
@@ -184,8 +190,14 @@ int main(int argc, char** argv) {
   int64_t batch = 0, cin = 0, cout = 0, height = 0, width = 0, kernel = 0, groups = 0;
   uint64_t seed = 0;
   int trials = 3;
-  app.add_option("--op", op, "conv2d|bias_scale_sigmoid|group_norm|mse_loss|model|all")
-      ->check(CLI::IsMember({"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model", "all"}));
+  const std::vector<std::string> seed_ops = {"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model"};
+  std::vector<std::string> all_ops = seed_ops;
+  for (const ops::OpEntry& e : ops::op_list())
+    if (std::find(all_ops.begin(), all_ops.end(), e.name) == all_ops.end()) all_ops.push_back(e.name);
+  std::vector<std::string> op_choices = all_ops;
+  op_choices.push_back("all");
+  app.add_option("--op", op, "an op of ops/op_list.h, one of the fused block's parts, or all")
+      ->check(CLI::IsMember(op_choices));
   app.add_option("--batch", batch, "N (with the other shape flags: one fixed shape)")->check(CLI::PositiveNumber);
   app.add_option("--in-channels", cin, "Cin")->check(CLI::PositiveNumber);
   app.add_option("--out-channels", cout, "Cout")->check(CLI::PositiveNumber);
@@ -228,8 +240,7 @@ int main(int argc, char** argv) {
     ops::conv::set_allow_tf32(false);
     ops::conv::set_deterministic(true);  // repeated backwards must give the same bits
     std::vector<std::string> op_list =
-        op == "all" ? std::vector<std::string>{"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model"}
-                    : std::vector<std::string>{op};
+        op == "all" ? all_ops : std::vector<std::string>{op};
     Generator gen(seed);
     int failures = 0;
     std::printf("%-19s %-18s %-16s %12s %12s %8s  %s\n", "op", "input", "shape", "max abs err",
