@@ -157,18 +157,6 @@ Tensor Tensor::randn(const Shape& shape, uint64_t seed, DType dtype, Device devi
   return randn(shape, gen, dtype, device);
 }
 
-template <typename T>
-Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
-  int64_t n = checked_numel(shape);
-  TG_CHECK(int64_t(values.size()) == n, "from_vector: shape ", shape, " needs ", n,
-           " values, got ", values.size());
-  Tensor host = empty(shape, dtype_of<T>(), Device::CPU);
-  std::copy(values.begin(), values.end(), host.data<T>());
-  return host.to(device);
-}
-template Tensor Tensor::from_vector<float>(const std::vector<float>&, const Shape&, Device);
-template Tensor Tensor::from_vector<double>(const std::vector<double>&, const Shape&, Device);
-
 // ---- metadata -----------------------------------------------------------------------------------
 
 size_t Tensor::nbytes() const {
@@ -376,19 +364,6 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
 uint64_t Tensor::version() const { return checked().storage->version; }
 void Tensor::bump_version() const { checked().storage->version += 1; }
 uint64_t Tensor::id() const { return checked().id; }
-
-std::ostream& operator<<(std::ostream& os, const Tensor& t) {
-  if (!t.defined()) return os << "tensor(undefined)";
-  os << "tensor(" << t.describe();
-  if (t.requires_grad()) os << ", requires_grad";
-  if (t.numel() <= 64) {
-    auto v = t.to_vector<double>();
-    os << ", values=[" << std::setprecision(6);
-    for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << v[i];
-    os << "]";
-  }
-  return os << ")";
-}
 
 // ---- Generator ----------------------------------------------------------------------------------
 

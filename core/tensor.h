@@ -9,6 +9,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -66,9 +67,20 @@ class Tensor {
   /// for as long as the tensor or a copy of its handle lives; tapegrad never frees it.
   static Tensor from_external(void* data, const Shape& shape, DType dtype, Device device);
   /// Copies host values into a new tensor of the given shape (values.size() must equal its numel).
+  /// T is float (float32) or double (float64); any other type is a compile error.
   template <typename T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
-                            Device device = Device::CPU);
+                            Device device = Device::CPU) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                  "Tensor::from_vector: the element type must be float (float32) or double (float64)");
+    TG_CHECK(int64_t(values.size()) == checked_numel(shape), "from_vector: shape ", shape,
+             " needs ", checked_numel(shape), " values, got ", values.size());
+    return from_blob(values.data(), shape, dtype_of<T>(), device);
+  }
+  /// A copy of numel(shape) values of dtype read from the host buffer data (which stays the
+  /// caller's), on device.
+  static Tensor from_blob(const void* data, const Shape& shape, DType dtype,
+                          Device device = Device::CPU);
 
   // ---- metadata ---------------------------------------------------------------------------------
   bool defined() const { return impl_ != nullptr; }
@@ -95,6 +107,15 @@ class Tensor {
   /// All values, converted to T, on the host (waits for the device).
   template <typename T>
   std::vector<T> to_vector() const;
+  /// The element at index (one coordinate per dimension, negative counted from the end) of a host
+  /// tensor whose dtype is T: t.at<float>({n, c, h, w}) = 1. Writing through it does not bump the
+  /// version counter. Throws on a device tensor, a dtype mismatch or an index out of range.
+  template <typename T>
+  T& at(const std::vector<int64_t>& index) const {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                  "Tensor::at: the element type must be float (float32) or double (float64)");
+    return data<T>()[element_offset(index)];
+  }
 
   Tensor to(Device device) const;  ///< a copy on device (this tensor itself when already there)
   Tensor to(DType dtype) const;    ///< a converted copy (this tensor itself when already that dtype)
@@ -107,6 +128,9 @@ class Tensor {
   /// Rows [start, start + count) of dimension 0, sharing storage (no copy). Not differentiable:
   /// throws like view() when the tensor takes part in autograd.
   Tensor view_rows(int64_t start, int64_t count) const;
+  /// Same data, new shape with the same numel (one dimension may be -1: inferred); shares storage.
+  /// Differentiable: the gradient is reshaped back (core/reshape.cpp).
+  Tensor reshape(const Shape& shape) const;
 
   // ---- in place (each bumps the version counter) ------------------------------------------------
   Tensor& fill_(double value);
@@ -138,10 +162,14 @@ class Tensor {
 
  private:
   const TensorImpl& checked() const;
+  /// Flat offset of index in a host tensor (core/tensor_access.cpp); throws with the shape.
+  int64_t element_offset(const std::vector<int64_t>& index) const;
   std::shared_ptr<TensorImpl> impl_;
 };
 
-/// Prints dtype, device, shape and, for up to 64 elements, the values.
+/// Prints like PyTorch: tensor([[...], ...], shape=[..], dtype=float32, device=cpu); values nested by
+/// dimension, 4 decimals, and past 1000 elements only the first and last 3 of each dimension with
+/// "..." between (core/tensor_access.cpp).
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 /// Copies count elements between two buffers that may live on different devices (waits for the

@@ -30,6 +30,7 @@
 #include "ops/conv2d.h"
 #include "ops/group_norm.h"
 #include "ops/mse_loss.h"
+#include "ops/op_list.h"
 
 using namespace tg;
 
@@ -56,7 +57,9 @@ std::vector<std::string> flags_used(const std::string& op) {
   if (op == "model")
     return {"--batch", "--in-channels", "--out-channels", "--height",
             "--width", "--kernel",      "--groups"};
-  return {"--batch", "--out-channels", "--height", "--width"};  // bias_scale_sigmoid, mse_loss
+  if (op == "bias_scale_sigmoid" || op == "mse_loss")
+    return {"--batch", "--out-channels", "--height", "--width"};
+  return {};  // the ops of ops/op_list.h draw shapes of their own
 }
 
 /// Why s cannot serve op (empty when it can): only the constraints of the sizes that op uses.
@@ -123,7 +126,11 @@ Case make_case(const std::string& op, const Sizes& s, Generator& gen) {
       return std::vector<Tensor>{y, ops::mse_loss(y, in[7])};
     };
   } else {
-    throw Error("unknown op '" + op + "'");
+    // Every other op comes from the one op list (ops/op_list.h).
+    ops::OpCase oc = ops::find_op(op).make(gen, DType::Float64, Device::CPU);
+    c.names = oc.input_names;
+    c.inputs = oc.inputs;
+    c.f = oc.fn;
   }
   return c;
 }
@@ -219,8 +226,13 @@ int main(int argc, char** argv) {
   int64_t batch = 0, cin = 0, cout = 0, height = 0, width = 0, kernel = 0, groups = 0;
   uint64_t seed = 0;
   int trials = 3;
-  app.add_option("--op", op, "conv2d|bias_scale_sigmoid|group_norm|mse_loss|model|all")
-      ->check(CLI::IsMember({"conv2d", "bias_scale_sigmoid", "group_norm", "mse_loss", "model", "all"}));
+  std::vector<std::string> all_ops = kOps;  // the fused block's parts, then ops/op_list.h
+  for (const ops::OpEntry& e : ops::op_list())
+    if (std::find(all_ops.begin(), all_ops.end(), e.name) == all_ops.end()) all_ops.push_back(e.name);
+  std::vector<std::string> op_choices = all_ops;
+  op_choices.push_back("all");
+  app.add_option("--op", op, "an op of ops/op_list.h, one of the fused block's parts, or all")
+      ->check(CLI::IsMember(op_choices));
   app.add_option("--batch", batch, "N (with the other shape flags: one fixed shape; default 2)")
       ->check(CLI::Range(int64_t(1), kMaxBatch));
   app.add_option("--in-channels", cin, "Cin of conv2d and model (default 3)")
@@ -261,7 +273,7 @@ int main(int argc, char** argv) {
     bool fixed = batch || cin || cout || height || width || kernel || groups;
     Sizes fixed_sizes{batch ? batch : 2, cin ? cin : 3, cout ? cout : 4, height ? height : 6,
                       width ? width : 5, kernel ? kernel : 3, groups ? groups : 2};
-    std::vector<std::string> op_list = op == "all" ? kOps : std::vector<std::string>{op};
+    std::vector<std::string> op_list = op == "all" ? all_ops : std::vector<std::string>{op};
     if (fixed) {
       for (const std::string& name : op_list) {
         const std::string why = invalid_for(name, fixed_sizes);
@@ -271,7 +283,8 @@ int main(int argc, char** argv) {
         }
       }
       if (op != "all")
-        for (const char* flag : {"--in-channels", "--kernel", "--groups"}) {
+        for (const char* flag : {"--batch", "--in-channels", "--out-channels", "--height", "--width",
+                                 "--kernel", "--groups"}) {
           const auto used = flags_used(op);
           if (app.count(flag) && std::find(used.begin(), used.end(), flag) == used.end())
             std::cerr << "tg-gradcheck: note: --op " << op << " does not use " << flag << "\n";

@@ -3,10 +3,16 @@
 #include <functional>
 #include <set>
 #include <sstream>
+#include <typeinfo>
 
 #include "core/autograd.h"
 
 namespace tg::nn {
+
+Tensor Module::forward(const Tensor&) const {
+  TG_THROW("forward: this module (", typeid(*this).name(),
+           ") does not define forward(); override Tensor forward(const Tensor&) const");
+}
 
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   for (const auto& [n, t] : params_)

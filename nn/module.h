@@ -21,6 +21,11 @@ class Module {
  public:
   virtual ~Module() = default;
 
+  /// The module's computation. Modules that compute something override it (Conv2d, Linear,
+  /// Sequential, ...); the base throws a tg::Error naming the module's type.
+  virtual Tensor forward(const Tensor& x) const;
+  Tensor operator()(const Tensor& x) const { return forward(x); }
+
   NamedTensors named_parameters() const;
   std::vector<Tensor> parameters() const;
   /// Moves every parameter to device (or converts to dtype) in place: handles held elsewhere see the

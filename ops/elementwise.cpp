@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "core/cuda_context.h"
+#include "ops/pointwise.h"
 #ifdef TG_WITH_CUDA
 #include "core/cuda_utils.h"
 #endif
@@ -138,6 +139,7 @@ namespace {
 
 using detail::BinaryOp;
 using detail::BinaryParams;
+using detail::PointwiseOp;
 
 const char* binary_name(BinaryOp op) {
   switch (op) {
@@ -153,17 +155,15 @@ const char* binary_name(BinaryOp op) {
 
 // ---- validation ---------------------------------------------------------------------------------
 
-void check_operand(const char* op, const Tensor& t, const char* name) {
-  TG_CHECK(t.defined(), op, ": expected a defined tensor as ", name, ", got an undefined tensor");
-  TG_CHECK(t.numel() > 0, op, ": expected a non-empty tensor as ", name, ", got shape ", t.shape());
-}
+using detail::check_operand;
 
 // p is (C,1,1) and x is NCHW with size(1) == C.
 bool is_per_channel_of(const Tensor& p, const Tensor& x) {
   return x.dim() == 4 && p.dim() == 3 && p.size(0) == x.size(1) && p.size(1) == 1 && p.size(2) == 1;
 }
 
-// Checks a binary op's operands; returns the layout and sets *out_shape.
+// Checks a binary op's operands; returns the layout of the fast paths (same shapes, or a (C,1,1)
+// operand against NCHW) and sets *out_shape; p.n == 0 means the general broadcasting path.
 BinaryParams check_binary(const char* op, const Tensor& a, const Tensor& b, Shape* out_shape) {
   check_operand(op, a, "a");
   check_operand(op, b, "b");
@@ -189,15 +189,10 @@ BinaryParams check_binary(const char* op, const Tensor& a, const Tensor& b, Shap
     *out_shape = x.shape();
     return p;
   }
-  if (a.dim() == 4 || b.dim() == 4) {
-    const Tensor& x = a.dim() == 4 ? a : b;
-    const Tensor& other = a.dim() == 4 ? b : a;
-    TG_THROW(op, ": cannot broadcast ", other.shape(), " against ", x.shape(),
-             ": expected the same shape or a (C,1,1) tensor with C = ", x.size(1));
-  }
-  TG_THROW(op, ": cannot broadcast ", b.shape(), " against ", a.shape(),
-           ": expected the same shape, or a (C,1,1) tensor against a 4-D NCHW tensor with C "
-           "channels");
+  // Any other pair of shapes takes the general NumPy broadcasting path (n = 0 marks it).
+  *out_shape = detail::broadcast_shapes(op, a.shape(), b.shape());
+  p.n = 0;
+  return p;
 }
 
 // ---- raw ops (no autograd) ----------------------------------------------------------------------
@@ -336,9 +331,24 @@ class BinaryNode : public autograd::Node {
   BinaryParams p_;
 };
 
+Tensor broadcast_op(const char* name, PointwiseOp op, const Tensor& a, const Tensor& b);
+
+PointwiseOp pointwise_of(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::Add:
+      return PointwiseOp::Add;
+    case BinaryOp::Sub:
+      return PointwiseOp::Sub;
+    case BinaryOp::Mul:
+      return PointwiseOp::Mul;
+  }
+  return PointwiseOp::Add;
+}
+
 Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b) {
   Shape shape;
   const BinaryParams p = check_binary(binary_name(op), a, b, &shape);
+  if (p.n == 0) return broadcast_op(binary_name(op), pointwise_of(op), a, b);
   Tensor y = binary_raw(op, a, b, p, shape);
   if (autograd::should_record({a, b})) {
     auto node = std::make_shared<BinaryNode>(op, p);
@@ -346,6 +356,70 @@ Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b) {
       if (b.requires_grad()) node->saved_[0] = autograd::SavedTensor(a);
       if (a.requires_grad()) node->saved_[1] = autograd::SavedTensor(b);
     }
+    autograd::record(node, {a, b}, {y});
+  }
+  return y;
+}
+
+// ---- the general broadcasting path (NumPy rules; also div, maximum, minimum) -------------------
+
+// Gradients are computed at the output's shape and summed down to each operand's shape.
+class BroadcastBinaryNode : public autograd::Node {
+ public:
+  BroadcastBinaryNode(const char* name, PointwiseOp op) : name_(name), op_(op) {}
+  const char* name() const override { return name_; }
+  std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
+    const Tensor& g = grads[0];
+    std::vector<Tensor> d(2);
+    for (size_t i = 0; i < 2; ++i) {
+      if (!needs_input_grad(i)) continue;
+      d[i] = detail::sum_to_shape(grad_at_output(i, g), inputs()[i].shape);
+    }
+    return d;
+  }
+  void release_saved() override {
+    saved_[0].release();
+    saved_[1].release();
+  }
+  autograd::SavedTensor saved_[2];  ///< a and b, when the gradients need them
+
+ private:
+  Tensor grad_at_output(size_t i, const Tensor& g) const {
+    using detail::pointwise;
+    switch (op_) {
+      case PointwiseOp::Add:
+        return g;
+      case PointwiseOp::Sub:
+        return i == 0 ? g : pointwise(PointwiseOp::Affine, {g}, -1.0, 0.0);
+      case PointwiseOp::Mul:
+        return pointwise(PointwiseOp::Mul, {g, saved_[1 - i].get(name_)});
+      case PointwiseOp::Div:
+        if (i == 0) return pointwise(PointwiseOp::Div, {g, saved_[1].get(name_)});
+        return pointwise(PointwiseOp::DivGradB, {g, saved_[0].get(name_), saved_[1].get(name_)});
+      case PointwiseOp::Maximum:
+      case PointwiseOp::Minimum: {
+        const PointwiseOp gop = op_ == PointwiseOp::Maximum ? PointwiseOp::MaxGrad : PointwiseOp::MinGrad;
+        return pointwise(gop, {g, saved_[i].get(name_), saved_[1 - i].get(name_)});
+      }
+      default:
+        TG_THROW(name_, ": no broadcasting backward for this op");
+    }
+  }
+  const char* name_;
+  PointwiseOp op_;
+};
+
+Tensor broadcast_op(const char* name, PointwiseOp op, const Tensor& a, const Tensor& b) {
+  check_operand(name, a, "a");
+  check_operand(name, b, "b");
+  detail::check_same_kind(name, a, b);
+  const Shape shape = detail::broadcast_shapes(name, a.shape(), b.shape());
+  Tensor y = detail::pointwise_to(op, shape, {a, b});
+  if (autograd::should_record({a, b})) {
+    auto node = std::make_shared<BroadcastBinaryNode>(name, op);
+    const bool both = op == PointwiseOp::Div || op == PointwiseOp::Maximum || op == PointwiseOp::Minimum;
+    if (both || (op == PointwiseOp::Mul && b.requires_grad())) node->saved_[0] = autograd::SavedTensor(a);
+    if (both || (op == PointwiseOp::Mul && a.requires_grad())) node->saved_[1] = autograd::SavedTensor(b);
     autograd::record(node, {a, b}, {y});
   }
   return y;
@@ -462,9 +536,21 @@ Tensor add(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::Add, a
 Tensor sub(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::Sub, a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::Mul, a, b); }
 
+Tensor div(const Tensor& a, const Tensor& b) { return broadcast_op("div", PointwiseOp::Div, a, b); }
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  return broadcast_op("maximum", PointwiseOp::Maximum, a, b);
+}
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  return broadcast_op("minimum", PointwiseOp::Minimum, a, b);
+}
+
 Tensor add(const Tensor& x, double s) { return affine("add", x, 1.0, s); }
 Tensor sub(const Tensor& x, double s) { return affine("sub", x, 1.0, -s); }
 Tensor mul(const Tensor& x, double s) { return affine("mul", x, s, 0.0); }
+Tensor div(const Tensor& x, double s) {
+  TG_CHECK(s != 0.0, "div: division of a tensor by the scalar 0");
+  return affine("div", x, 1.0 / s, 0.0);
+}
 
 Tensor sigmoid(const Tensor& x) {
   check_operand("sigmoid", x, "x");
@@ -514,5 +600,11 @@ Tensor operator+(double s, const Tensor& x) { return ops::add(x, s); }
 Tensor operator*(double s, const Tensor& x) { return ops::mul(x, s); }
 Tensor operator-(double s, const Tensor& x) { return ops::affine("sub", x, -1.0, s); }
 Tensor operator-(const Tensor& x) { return ops::affine("neg", x, -1.0, 0.0); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
+Tensor operator/(const Tensor& x, double s) { return ops::div(x, s); }
+Tensor operator/(double s, const Tensor& x) {
+  ops::check_operand("div", x, "b");
+  return ops::div(Tensor::full({}, s, x.dtype(), x.device()), x);
+}
 
 }  // namespace tg

@@ -1,6 +1,8 @@
 // Elementwise arithmetic, sigmoid, square and the full reductions sum and mean; forward, backward.
 //
-// add/sub/mul(a, b): a and b of the same shape, or one of them (C,1,1) against a 4-D NCHW tensor
+// add/sub/mul/div/maximum/minimum(a, b): NumPy broadcasting (ops/pointwise.h does the general
+//   case: gradients at the output's shape, summed down to each operand's). Two fast paths for
+//   add/sub/mul: a and b of the same shape, or one of them (C,1,1) against a 4-D NCHW tensor
 //   with size(1) == C (either order). Element i of the NCHW tensor meets channel (i / HxW) % C.
 //   Saved: nothing for add/sub; for mul, the operand(s) that the other one's gradient needs.
 //   Backward: full-size gradients elementwise (da = dy * b for mul); the (C,1,1) operand gets the
@@ -30,12 +32,19 @@ struct CUstream_st;
 
 namespace tg::ops {
 
-/// a + b. Shapes equal, or one operand (C,1,1) and the other NCHW with size(1) == C.
+/// a + b with NumPy broadcasting (0-dim tensors included). Equal shapes and a (C,1,1) operand
+/// against NCHW take the fast paths described above; gradients are summed over broadcast dimensions.
 Tensor add(const Tensor& a, const Tensor& b);
-/// a - b. Shapes as for add.
+/// a - b, broadcasting as add.
 Tensor sub(const Tensor& a, const Tensor& b);
-/// a * b (elementwise). Shapes as for add.
+/// a * b (elementwise), broadcasting as add.
 Tensor mul(const Tensor& a, const Tensor& b);
+/// a / b (elementwise), broadcasting as add. Saves a and b; db = -dy a / b^2.
+Tensor div(const Tensor& a, const Tensor& b);
+/// max(a, b) elementwise, broadcasting; a tie sends half of dy to each operand (as PyTorch).
+Tensor maximum(const Tensor& a, const Tensor& b);
+/// min(a, b) elementwise, broadcasting; ties as maximum.
+Tensor minimum(const Tensor& a, const Tensor& b);
 
 /// x + s
 Tensor add(const Tensor& x, double s);
@@ -43,6 +52,8 @@ Tensor add(const Tensor& x, double s);
 Tensor sub(const Tensor& x, double s);
 /// x * s
 Tensor mul(const Tensor& x, double s);
+/// x / s (s != 0)
+Tensor div(const Tensor& x, double s);
 
 /// 1 / (1 + exp(-x)), computed without overflow for large |x|. Saves its output for the backward.
 Tensor sigmoid(const Tensor& x);
@@ -153,5 +164,11 @@ Tensor operator*(double s, const Tensor& x);
 Tensor operator-(double s, const Tensor& x);
 /// -x (one affine op, differentiable)
 Tensor operator-(const Tensor& x);
+/// ops::div(a, b)
+Tensor operator/(const Tensor& a, const Tensor& b);
+/// ops::div(x, s)
+Tensor operator/(const Tensor& x, double s);
+/// s / x: a 0-dim tensor s broadcast against x
+Tensor operator/(double s, const Tensor& x);
 
 }  // namespace tg

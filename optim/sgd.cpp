@@ -102,6 +102,16 @@ void SGD::set_lr(double lr) {
   options_.lr = lr;
 }
 
+double SGD::group_lr(size_t g) const {
+  TG_CHECK(g == 0, "SGD: parameter group ", g, " does not exist (SGD has one group)");
+  return options_.lr;
+}
+
+void SGD::set_group_lr(size_t g, double lr) {
+  TG_CHECK(g == 0, "SGD: parameter group ", g, " does not exist (SGD has one group)");
+  set_lr(lr);
+}
+
 uint64_t SGD::descriptor_uploads() const { return table_ ? table_->uploads() : 0; }
 
 void SGD::step() {

@@ -26,6 +26,7 @@
 
 #include "core/memory.h"
 #include "core/tensor.h"
+#include "optim/optimizer.h"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*; declared here so no CUDA header is needed
 struct CUevent_st;   // cudaEvent_t is CUevent_st*
@@ -59,7 +60,7 @@ namespace detail {
 class SgdDeviceTable;
 }
 
-class SGD {
+class SGD : public Optimizer {
  public:
   /// params: distinct leaf tensors that require grad, float32 or float64, all on one device.
   /// They are named "0", "1", ... in the state. Throws tg::Error on invalid options or parameters.
@@ -70,10 +71,14 @@ class SGD {
 
   /// One update of every parameter with a defined gradient (under NoGradGuard). Checks that each
   /// gradient matches its parameter's shape, dtype and device before anything is modified.
-  void step();
+  void step() override;
   /// set_to_none (the default, as PyTorch): makes every gradient undefined, so the next backward
   /// allocates fresh ones. Otherwise fills the defined gradients with zeros.
-  void zero_grad(bool set_to_none = true);
+  void zero_grad(bool set_to_none = true) override;
+  /// One group: its learning rate is options().lr.
+  size_t num_groups() const override { return 1; }
+  double group_lr(size_t g) const override;
+  void set_group_lr(size_t g, double lr) override;
 
   /// Copies of the momentum buffers (on the parameters' device) and the step count.
   SGDState state() const;

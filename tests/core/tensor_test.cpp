@@ -97,11 +97,7 @@ TEST(Tensor, ViewSharesStorage) {
 TEST(Tensor, PrintsSmallTensors) {
   std::ostringstream os;
   os << Tensor::from_vector<float>({1, 2}, {2});
-  EXPECT_NE(os.str().find("float32 cpu [2]"), std::string::npos);
-  EXPECT_NE(os.str().find("values=[1, 2]"), std::string::npos);
-  std::ostringstream big;
-  big << Tensor::zeros({100});
-  EXPECT_EQ(big.str().find("values"), std::string::npos);
+  EXPECT_EQ(os.str(), "tensor([1.0000, 2.0000], shape=[2], dtype=float32, device=cpu)");
 }
 
 TEST(Tensor, UndefinedTensorGivesClearError) {

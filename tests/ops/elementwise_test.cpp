@@ -439,21 +439,18 @@ TEST(ElementwiseErrors, BadBroadcastShapes) {
   Tensor c4 = Tensor::randn({4, 1, 1}, 2);
   std::string m = error_of([&] { ops::add(x, c4); });
   EXPECT_CONTAINS(m, "add: cannot broadcast [4, 1, 1] against [2, 3, 5, 5]");
-  EXPECT_CONTAINS(m, "C = 3");
+  EXPECT_CONTAINS(m, "sizes 3 and 4 at dimension -3");
   m = error_of([&] { ops::sub(c4, x); });
   EXPECT_CONTAINS(m, "sub: cannot broadcast [4, 1, 1] against [2, 3, 5, 5]");
   m = error_of([&] { ops::mul(x, Tensor::randn({3, 1}, 3)); });
   EXPECT_CONTAINS(m, "mul: cannot broadcast [3, 1] against [2, 3, 5, 5]");
-  m = error_of([&] { ops::mul(x, Tensor::randn({3, 5, 5}, 3)); });
-  EXPECT_CONTAINS(m, "mul: cannot broadcast [3, 5, 5]");
   m = error_of([&] { ops::add(Tensor::randn({2, 3}, 4), Tensor::randn({3, 2}, 5)); });
   EXPECT_CONTAINS(m, "add: cannot broadcast");
   EXPECT_CONTAINS(m, "[3, 2]");
   EXPECT_CONTAINS(m, "[2, 3]");
-  // (C,1,1) only against 4-D tensors.
   m = error_of([&] { ops::add(Tensor::randn({3, 1, 1}, 6), Tensor::randn({2, 3, 4}, 7)); });
   EXPECT_CONTAINS(m, "add: cannot broadcast");
-  EXPECT_CONTAINS(m, "(C,1,1)");
+  EXPECT_CONTAINS(m, "neither is 1");
 }
 
 TEST(ElementwiseErrors, DtypeMismatch) {
