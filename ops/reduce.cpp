@@ -196,7 +196,7 @@ Tensor amax(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) 
   if (autograd::should_record({x})) {
     auto node = std::make_shared<AmaxNode>(dims);
     node->saved_x = autograd::SavedTensor(x);
-    node->saved_y = autograd::SavedTensor(y.detach());
+    node->saved_y = autograd::SavedTensor::output(y);
     autograd::record(node, {x}, {y});
   }
   return y;

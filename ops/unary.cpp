@@ -50,7 +50,7 @@ Tensor unary(const UnarySpec& spec, const Tensor& x) {
     auto node = std::make_shared<UnaryNode>(spec.name, spec.backward,
                                              spec.saves != Saves::Nothing, spec.bs0, spec.bs1);
     if (spec.saves == Saves::Input) node->saved = autograd::SavedTensor(x);
-    if (spec.saves == Saves::Output) node->saved = autograd::SavedTensor(y.detach());
+    if (spec.saves == Saves::Output) node->saved = autograd::SavedTensor::output(y);
     autograd::record(node, {x}, {y});
   }
   return y;
