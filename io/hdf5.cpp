@@ -340,8 +340,14 @@ std::string close_handle(hid_t id, Handle::Kind kind) {
     const herr_t st = kind == Handle::Kind::File ? H5Fflush(id, H5F_SCOPE_LOCAL) : H5Dflush(id);
     if (st < 0) {
       const std::string detail = h5_detail();  // before the next call clears the error stack
-      failure = std::string("cannot write a ") + kind_name(kind) + " of '" + file_name_of(id) +
-                "'" + detail + "; the file is incomplete";
+      std::string what = "file";
+      if (kind == Handle::Kind::Dataset) {
+        char name[512] = {0};
+        const ssize_t n = H5Iget_name(id, name, sizeof(name));
+        what = "dataset '" + std::string(n > 1 ? name + 1 : "?") + "' of";
+      }
+      failure = "cannot write " + what + " '" + file_name_of(id) + "'" + detail +
+                "; the file is incomplete";
       discard_writes(id, failure);
     }
   }
