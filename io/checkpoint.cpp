@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/size.h"
 #include "io/hdf5.h"
 
 namespace tg::io {
