@@ -1,6 +1,9 @@
 // Checkpoint save/load (see io/checkpoint.h for the layout).
 #include "io/checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "io/hdf5.h"
 #include "io/safetensors.h"
 
@@ -36,18 +39,71 @@ void write_tensors(h5::Group& g, const NamedTensors& ts, const std::string& path
   for (const auto& [name, t] : ts) {
     if (!t.defined()) continue;
     TG_CHECK(!g.has(name), "save_checkpoint: '", path, "': duplicate ", what, " name '", name, "'");
-    g.write_tensor(name, t);
+    g.write_tensor(name, t).close();  // closed here, so that a failed write throws
   }
 }
 
-NamedTensors read_tensors(const h5::Group& g) {
+/// Throws when t holds NaN or Inf, naming the file, what it is and where.
+void check_finite(const Tensor& t, const std::string& path, const std::string& what) {
+  dispatch_dtype(t.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = static_cast<const T*>(t.raw_data());
+    const T* bad = std::find_if(p, p + t.numel(), [](T x) { return !std::isfinite(x); });
+    TG_CHECK(bad == p + t.numel(), "load_checkpoint: '", path, "': ", what, " of shape ",
+             t.shape(), " has a non-finite value (", double(*bad), ") at flat index ", bad - p,
+             "; refusing to load it");
+  });
+}
+
+/// Reads dataset `name` of g as a tensor (sizes, storage and filters checked) and checks that it
+/// is finite. what: "parameter" or "momentum buffer".
+Tensor read_finite(const h5::Group& g, const std::string& name, const std::string& path,
+                   const char* what) {
+  Tensor t = g.open_dataset(name).read_tensor();
+  check_finite(t, path, std::string(what) + " '" + name + "'");
+  return t;
+}
+
+NamedTensors read_tensors(const h5::Group& g, const std::string& path, const char* what) {
   NamedTensors out;
   for (const std::string& name : g.children()) {
     if (g.kind_of(name) == h5::ObjectKind::Dataset) {
-      out.emplace_back(name, g.open_dataset(name).read_tensor());
+      out.emplace_back(name, read_finite(g, name, path, what));
     }
   }
   return out;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "'" : ", '") + x + "'";
+  return s.empty() ? "nothing" : s;
+}
+
+/// Reads exactly the root datasets `names` (in that order) into ck.params and lists every other
+/// root dataset (or broken link) in ck.unknown without reading it.
+void read_named(const h5::File& f, const std::vector<std::string>& names, const std::string& path,
+                Checkpoint& ck) {
+  std::vector<std::string> missing, present;
+  for (size_t i = 0; i < names.size(); ++i) {
+    TG_CHECK(std::find(names.begin(), names.begin() + std::ptrdiff_t(i), names[i]) ==
+                 names.begin() + std::ptrdiff_t(i),
+             "load_checkpoint: '", path, "': parameter '", names[i], "' is asked for twice");
+    if (names[i].empty() || names[i].find('/') != std::string::npos || !f.has(names[i]))
+      missing.push_back(names[i]);
+  }
+  for (const std::string& name : f.children()) {
+    const h5::ObjectKind k = f.kind_of(name);
+    if (k != h5::ObjectKind::Dataset && k != h5::ObjectKind::BrokenLink) continue;
+    present.push_back(name);
+    if (std::find(names.begin(), names.end(), name) == names.end()) ck.unknown.push_back(name);
+  }
+  TG_CHECK(missing.empty(), "load_checkpoint: '", path, "' lacks ", missing.size(),
+           " of the ", names.size(), " parameters asked for: ", join(missing),
+           " (its parameters: ", join(present), ")");
+  for (const std::string& name : names) {
+    ck.params.emplace_back(name, read_finite(f, name, path, "parameter"));
+  }
 }
 
 TrainState read_state(const h5::Group& g, const std::string& path) {
@@ -60,17 +116,28 @@ TrainState read_state(const h5::Group& g, const std::string& path) {
   st.epoch = g.open_attribute("epoch").read_int();
   st.batch_in_epoch = g.open_attribute("batch_in_epoch").read_int();
   st.seed = g.open_attribute("seed").read_uint();
-  if (g.has(kConfig)) st.config_json = g.open_dataset(kConfig).read_string();
-  if (g.has(kMomentumGroup)) st.momentum_buffers = read_tensors(g.open_group(kMomentumGroup));
+  for (const auto& [field, value] :
+       {std::pair<const char*, int64_t>{"step", st.step}, {"epoch", st.epoch},
+        {"batch_in_epoch", st.batch_in_epoch}}) {
+    TG_CHECK(value >= 0, "load_checkpoint: '", path, "': train_state ", field,
+             " must be >= 0, got ", value);
+  }
+  if (g.has(kConfig)) {
+    h5::Dataset config = g.open_dataset(kConfig);
+    config.check_readable();
+    st.config_json = config.read_string();
+  }
+  if (g.has(kMomentumGroup)) {
+    st.momentum_buffers = read_tensors(g.open_group(kMomentumGroup), path, "momentum buffer");
+  }
   if (g.has(kScalarsGroup)) {
     h5::Group sg = g.open_group(kScalarsGroup);
     for (const std::string& name : sg.children()) {
       if (sg.kind_of(name) != h5::ObjectKind::Dataset) continue;
       h5::Dataset d = sg.open_dataset(name);
-      int64_t numel = 1;
-      for (int64_t v : d.shape()) numel *= v;
-      TG_CHECK(numel == 1, "load_checkpoint: '", path, "': scalar '", name,
+      TG_CHECK(d.nbytes(1) == 1, "load_checkpoint: '", path, "': scalar '", name,
                "' of train_state has shape ", d.shape());
+      d.check_readable();
       TG_CHECK(d.stored_type().cls == h5::StoredType::Class::Float ||
                    d.stored_type().cls == h5::StoredType::Class::Integer,
                "load_checkpoint: '", path, "': scalar '", name, "' of train_state holds ",
@@ -80,6 +147,9 @@ TrainState read_state(const h5::Group& g, const std::string& path) {
       st.scalars[name] = v;
     }
   }
+  auto best = st.scalars.find("best_val_loss");
+  TG_CHECK(best == st.scalars.end() || !std::isnan(best->second), "load_checkpoint: '", path,
+           "': train_state best_val_loss is NaN (a run without a best loss saves inf)");
   return st;
 }
 
@@ -127,23 +197,29 @@ void save_checkpoint(const std::string& path, const NamedTensors& params, const 
       g.set_attr_int("epoch", state->epoch);
       g.set_attr_int("batch_in_epoch", state->batch_in_epoch);
       g.set_attr_uint("seed", state->seed);
-      g.write_string(kConfig, state->config_json);
+      g.write_string(kConfig, state->config_json).close();
       h5::Group mg = g.create_group(kMomentumGroup);
       write_tensors(mg, state->momentum_buffers, path, "momentum buffer");
       h5::Group sg = g.create_group(kScalarsGroup);
       for (const auto& [name, value] : state->scalars) {
-        sg.create_dataset(name, DType::Float64, {}).write(&value, DType::Float64);
+        h5::Dataset d = sg.create_dataset(name, DType::Float64, {});
+        d.write(&value, DType::Float64);
+        d.close();
       }
     }
   }
   out.commit();
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  if (is_safetensors(path)) return load_safetensors_checkpoint(path);
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& names) {
+  if (is_safetensors(path)) return load_safetensors_checkpoint(path, names);
   h5::File f = h5::File::open(path);
   Checkpoint ck;
-  ck.params = read_tensors(f);
+  if (names.empty()) {
+    ck.params = read_tensors(f, path, "parameter");
+  } else {
+    read_named(f, names, path, ck);
+  }
   if (f.kind_of(kStateGroup) == h5::ObjectKind::Group) {
     ck.state = read_state(f.open_group(kStateGroup), path);
   }

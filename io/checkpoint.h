@@ -44,8 +44,11 @@ struct TrainState {
 enum class CheckpointFormat { Auto, Hdf5, Safetensors };
 
 struct Checkpoint {
-  NamedTensors params;              ///< CPU tensors, in the order they were saved
+  /// CPU tensors, in the order they were saved (or asked for, see load_checkpoint)
+  NamedTensors params;
   std::optional<TrainState> state;  ///< present when the file has a train_state group
+  /// With names given to load_checkpoint: the other root datasets (and broken links), never read.
+  std::vector<std::string> unknown;
 
   bool has_param(const std::string& name) const;
   /// The parameter of that name; throws tg::Error listing the names present when missing.
@@ -60,11 +63,19 @@ void save_checkpoint(const std::string& path, const NamedTensors& params,
                      const TrainState* state = nullptr,
                      CheckpointFormat format = CheckpointFormat::Auto);
 
-/// Reads a checkpoint, HDF5 or safetensors by its content (a safetensors file is read by
-/// load_safetensors_checkpoint). HDF5: every dataset at the root is a parameter (float32 or float64), the
-/// train_state group, when present, becomes Checkpoint::state. Throws tg::Error for a missing file,
-/// a file that is not HDF5, a truncated or corrupt one, or malformed training state.
-Checkpoint load_checkpoint(const std::string& path);
+/// Reads a checkpoint, HDF5 or safetensors, detected by its content. With names, exactly the root datasets of those names are the parameters (in
+/// that order; missing ones are one error listing them all), and every other root dataset is only
+/// listed in Checkpoint::unknown, never read. Without names, every root dataset is a parameter.
+/// Parameters are float32 or float64. The train_state group, when present, becomes
+/// Checkpoint::state.
+///
+/// Throws tg::Error naming the file for: a missing file, one that is not HDF5, a truncated or
+/// corrupt one; a dataset too large for 64-bit sizes or for this machine's memory, one declared
+/// but never written, one stored with a filter this HDF5 lacks, a broken link (each naming the
+/// dataset and its shape); a parameter or momentum buffer holding NaN or Inf (naming it); and
+/// malformed training state: a missing attribute, a negative step, epoch or batch_in_epoch, a NaN
+/// best_val_loss scalar (inf is fine), a scalar that is not one number.
+Checkpoint load_checkpoint(const std::string& path, const std::vector<std::string>& names = {});
 
 /// Reads the checkpoint in (either format) and writes its parameters and train state to out in
 /// format (Auto: by out's name, so "last.h5" -> "last.safetensors" converts to safetensors).

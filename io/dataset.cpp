@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "core/rng.h"
+#include "core/size.h"
 #include "io/hdf5.h"
 
 namespace tg::io {
@@ -41,13 +42,16 @@ std::string join(const std::vector<std::string>& v) {
   return s.empty() ? "nothing" : s;
 }
 
-/// Opens dataset `name` of f and checks rank 4, dims >= 1, float32/float64.
+/// Opens dataset `name` of f and checks rank 4, dims >= 1, float32/float64, a size in bytes that
+/// fits in 64 bits, allocated storage and available filters.
 h5::Dataset open_sample_dataset(const h5::File& f, const std::string& name, Shape* shape,
                                 DType* dtype) {
   const std::string& path = f.path();
   h5::ObjectKind k = f.kind_of(name);
   TG_CHECK(k != h5::ObjectKind::None, "dataset: no dataset '", name, "' in '", path,
            "' (its root holds: ", join(f.children()), ")");
+  TG_CHECK(k != h5::ObjectKind::BrokenLink, "dataset: '", name, "' in '", path,
+           "' is a broken link: ", f.describe_link(name), ", which does not exist");
   TG_CHECK(k == h5::ObjectKind::Dataset, "dataset: '", name, "' in '", path, "' is not a dataset");
   h5::Dataset d = f.open_dataset(name);
   Shape s = d.shape();
@@ -57,6 +61,8 @@ h5::Dataset open_sample_dataset(const h5::File& f, const std::string& name, Shap
     TG_CHECK(v >= 1, "dataset '", name, "' in '", path, "': every dimension must be >= 1, got ", s);
   }
   *dtype = d.float_dtype();
+  d.nbytes(sizeof(double));  // as float64 batches, the largest element type
+  d.check_readable();
   *shape = s;
   return d;
 }
@@ -255,8 +261,8 @@ struct DatasetReader::Impl {
     const int64_t b = int64_t(rows.size());
     Shape xs = with_rows(info.x_shape, b), ys = with_rows(info.y_shape, b);
     Batch out;
-    out.x = pooled ? pool.get(xs, opt.dtype, opt.pinned) : Tensor::empty(xs, opt.dtype);
-    out.y = pooled ? pool.get(ys, opt.dtype, opt.pinned) : Tensor::empty(ys, opt.dtype);
+    out.x = allocate(xs, pooled, opt.x_name);
+    out.y = allocate(ys, pooled, opt.y_name);
     if (!read_direct(xdirect, xds, rows, out.x, opt.x_name)) {
       read_rows(xds, rows, out.x);
       if (opt.check_finite) check_finite(out.x, rows, opt.x_name, opt.path);
@@ -267,6 +273,37 @@ struct DatasetReader::Impl {
     }
     out.indices = rows;
     return out;
+  }
+
+  /// A batch buffer of this shape for dataset `name`; failures name the dataset and the shape.
+  Tensor allocate(const Shape& shape, bool pooled, const std::string& name) const {
+    const std::string what =
+        "a batch of shape " + shape_str(shape) + " of dataset '" + name + "' in '" + opt.path + "'";
+    try {
+      return pooled ? pool.get(shape, opt.dtype, opt.pinned) : Tensor::empty(shape, opt.dtype);
+    } catch (const std::bad_alloc&) {
+      TG_THROW("dataset: cannot allocate ", what, ": out of memory");
+    } catch (const Error& e) {
+      TG_THROW("dataset: cannot allocate ", what, ": ", e.what());
+    }
+  }
+
+  /// Bytes of one sample of a dataset of this shape in the batch dtype (checked).
+  int64_t row_bytes_of(const Shape& shape, const std::string& name) const {
+    const std::string what = "dataset '" + name + "' in '" + opt.path + "' of shape " +
+                             shape_str(shape) + ": bytes per sample";
+    int64_t n = int64_t(dtype_size(opt.dtype));
+    for (size_t i = 1; i < shape.size(); ++i) n = checked_mul(n, shape[i], what);
+    return n;
+  }
+
+  /// Checks that a batch of batch_size rows (or all of them) of each dataset can be held.
+  void check_batch_memory(const Shape& shape, const std::string& name) const {
+    const int64_t rows = std::min(opt.batch_size, shape[0]);
+    Shape batch = with_rows(shape, rows);
+    const std::string what = "a batch of shape " + shape_str(batch) + " of dataset '" + name +
+                             "' in '" + opt.path + "'";
+    h5::check_fits_in_memory(checked_mul(row_bytes_of(shape, name), rows, what), what);
   }
 
   void setup_direct(Direct& d, const h5::Dataset& ds, const Shape& shape) {
@@ -283,8 +320,7 @@ struct DatasetReader::Impl {
       d.why_not = "no data allocated";
       return;
     }
-    d.row_bytes = int64_t(dtype_size(opt.dtype));
-    for (size_t i = 1; i < shape.size(); ++i) d.row_bytes *= shape[i];
+    d.row_bytes = row_bytes_of(shape, ds.name().substr(1));
     if (!d.layout.contiguous) {
       d.chunk_addr.assign(size_t((shape[0] + d.layout.chunk_rows - 1) / d.layout.chunk_rows), -2);
     }
@@ -497,6 +533,8 @@ DatasetReader::DatasetReader(DatasetReaderOptions options) : impl_(std::make_uni
   TG_CHECK(m.info.x_shape[0] == m.info.y_shape[0], "dataset: '", o.x_name, "' and '", o.y_name,
            "' in '", o.path, "' have different numbers of samples: ", m.info.x_shape[0], " (",
            m.info.x_shape, ") vs ", m.info.y_shape[0], " (", m.info.y_shape, ")");
+  m.check_batch_memory(m.info.x_shape, o.x_name);
+  m.check_batch_memory(m.info.y_shape, o.y_name);
   m.n = m.info.num_samples();
   m.n_val = int64_t(std::floor(double(m.n) * o.val_fraction));
   m.n_train = m.n - m.n_val;
@@ -660,23 +698,28 @@ struct DatasetWriter::Impl {
   bool closed = false;
 
   h5::Dataset create(const std::string& name, const Shape& sample, int64_t total) {
-    int64_t sample_elems = 1;
-    for (int64_t d : sample) sample_elems *= d;
-    const int64_t sample_bytes = sample_elems * int64_t(dtype_size(opt.dtype));
-    int64_t rows = opt.chunk_rows;
-    if (rows == 0) rows = std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(1, sample_bytes));
-    rows = std::min(rows, total);
-    TG_CHECK(rows * sample_bytes < (int64_t(1) << 32), "DatasetWriter: a chunk of ", rows,
-             " samples of ", sample_bytes, " bytes for '", name, "' exceeds HDF5's 4 GiB limit");
-    Shape full = sample, chunk = sample;
+    Shape full = sample;
     full.insert(full.begin(), total);
+    const std::string what = "DatasetWriter: dataset '" + name + "' of shape " + shape_str(full) +
+                             " in '" + path + "'";
+    int64_t sample_bytes = int64_t(dtype_size(opt.dtype));
+    for (int64_t d : sample) sample_bytes = checked_mul(sample_bytes, d, what + ": sample bytes");
+    checked_mul(sample_bytes, total, what + ": bytes");
+    int64_t rows = opt.chunk_rows;
+    if (rows == 0) rows = std::max<int64_t>(1, (64 << 10) / sample_bytes);
+    rows = std::min(rows, total);
+    TG_CHECK(checked_mul(rows, sample_bytes, what + ": chunk bytes") < (int64_t(1) << 32),
+             "DatasetWriter: a chunk of ", rows, " samples of ", sample_bytes, " bytes for '", name,
+             "' exceeds HDF5's 4 GiB limit");
+    Shape chunk = sample;
     chunk.insert(chunk.begin(), rows);
     h5::DatasetCreateOptions o;
     o.chunk = chunk;
     o.gzip_level = opt.compression_level;
     o.shuffle = opt.shuffle_filter && opt.compression_level > 0;  // only helps compression
     o.fletcher32 = opt.checksum;
-    o.chunk_cache_bytes = size_t(std::clamp<int64_t>(4 * rows * sample_bytes, 1 << 20, 256 << 20));
+    o.chunk_cache_bytes =
+        size_t(std::clamp<int64_t>(checked_mul(4, rows * sample_bytes, what), 1 << 20, 256 << 20));
     return file->file().create_dataset(name, opt.dtype, full, o);
   }
 
@@ -728,7 +771,10 @@ DatasetWriter::DatasetWriter(const std::string& path, const Shape& x_sample_shap
   m.yds = m.create(options.y_name, y_sample_shape, total_n);
 }
 
-DatasetWriter::~DatasetWriter() = default;
+DatasetWriter::~DatasetWriter() {
+  // Unfinished: give the file up before its datasets close, so that they write nothing more.
+  if (impl_ && impl_->file && !impl_->closed) impl_->file->abandon();
+}
 
 void DatasetWriter::append(const Tensor& x_batch, const Tensor& y_batch) {
   Impl& m = *impl_;
@@ -757,8 +803,13 @@ void DatasetWriter::close() {
   if (m.closed) return;
   TG_CHECK(written_ == total_, "DatasetWriter::close: '", m.path, "': only ", written_, " of ",
            total_, " samples were written");
-  m.xds.close();
-  m.yds.close();
+  try {
+    m.xds.close();
+    m.yds.close();
+  } catch (...) {
+    m.file->abandon();
+    throw;
+  }
   m.file->commit();
   m.closed = true;
 }

@@ -30,8 +30,10 @@ struct DatasetInfo {
 };
 
 /// Opens path and checks that x_name and y_name are datasets of rank 4 with float32 or float64
-/// elements, every dimension >= 1, and the same N. Throws tg::Error naming the file and the dataset
-/// ("dataset 'y' in 'data.h5': expected rank 4 (N, C, H, W), got 2 ([10, 3])").
+/// elements, every dimension >= 1, and the same N, whose size in bytes fits in 64 bits, that hold
+/// data (declared but never written is an error), and whose filters this HDF5 library has. Throws
+/// tg::Error naming the file and the dataset ("dataset 'y' in 'data.h5': expected rank 4 (N, C, H,
+/// W), got 2 ([10, 3])"); a broken soft or external link says where it points.
 DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name = "x",
                             const std::string& y_name = "y");
 
@@ -90,8 +92,8 @@ struct DatasetReaderOptions {
 /// Batch tensors come from a small pool of buffers that is reused only once the caller holds no
 /// reference to a buffer any more, so a batch stays valid for as long as the caller keeps it.
 ///
-/// Errors (missing or malformed file, read failures, NaN/Inf) are tg::Error naming the file, the
-/// dataset and, for bad values, the sample index. An error raised on the background thread is
+/// Errors (missing or malformed file, read failures, NaN/Inf, a batch larger than this machine's
+/// memory) are tg::Error naming the file, the dataset and, for bad values, the sample index. An error raised on the background thread is
 /// rethrown by the next()/next_val() call that would have returned that batch; that batch counts as
 /// delivered and the following call continues with the next one.
 ///

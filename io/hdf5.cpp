@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,7 +18,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <map>
+#include <new>
 #include <type_traits>
+
+#include "core/size.h"
 
 static_assert(std::is_same_v<hid_t, int64_t>, "io/hdf5.h assumes hid_t is int64_t (HDF5 >= 1.10)");
 
@@ -57,11 +64,19 @@ herr_t walk_innermost(unsigned n, const H5E_error2_t* err, void* data) {
   return 0;
 }
 
-/// " (HDF5: <innermost message>)", or "" when the error stack is empty. Clears the stack.
+/// " (HDF5: <innermost message>)", or "" when the error stack is empty. Clears the stack. The
+/// file drivers' long I/O messages ("file write failed: time = ..., errno = 28, error message =
+/// 'No space left on device', ...") are shortened to "file write failed: No space left on device".
 std::string h5_detail() {
   std::string msg;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_innermost, &msg);
   H5Eclear2(H5E_DEFAULT);
+  const std::string key = "error message = '";
+  const size_t at = msg.find(key), colon = msg.find(':');
+  if (at != std::string::npos && colon != std::string::npos && colon < at) {
+    const size_t end = msg.find('\'', at + key.size());
+    msg = msg.substr(0, colon) + ": " + msg.substr(at + key.size(), end - at - key.size());
+  }
   return msg.empty() ? std::string() : " (HDF5: " + msg + ")";
 }
 
@@ -97,6 +112,67 @@ std::vector<hsize_t> to_hsize(const Shape& s, const char* what) {
     out[i] = hsize_t(s[i]);
   }
   return out;
+}
+
+/// The name a file was opened or created with ("" when it cannot be found).
+std::string file_name_of(hid_t obj) {
+  ssize_t n = H5Fget_name(obj, nullptr, 0);
+  if (n <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return std::string();
+  }
+  std::string name(size_t(n) + 1, '\0');
+  H5Fget_name(obj, name.data(), name.size());
+  name.resize(size_t(n));
+  return name;
+}
+
+/// Files whose writing failed, by name, with the first failure. Guarded by library_mutex().
+std::map<std::string, std::string>& broken_files() {
+  static std::map<std::string, std::string> files;
+  return files;
+}
+
+/// True when obj belongs to a file opened for writing.
+bool in_writable_file(hid_t obj) {
+  hid_t fid = H5Iget_file_id(obj);
+  if (fid < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return false;
+  }
+  unsigned intent = 0;
+  const bool rw = H5Fget_intent(fid, &intent) >= 0 && (intent & H5F_ACC_RDWR);
+  H5Fclose(fid);  // an extra identifier: dropping it never closes the file while obj is open
+  H5Eclear2(H5E_DEFAULT);
+  return rw;
+}
+
+/// Gives up on writing obj's file: records why, and redirects its descriptor to an anonymous
+/// in-memory file so that HDF5's remaining writes (flushes at close) succeed without touching the
+/// disk. Only for files whose content on disk is incomplete anyway.
+void discard_writes(hid_t obj, const std::string& why) {
+  hid_t fid = H5Iget_file_id(obj);
+  if (fid < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return;
+  }
+  const std::string name = file_name_of(fid);
+  if (broken_files().emplace(name, why).second) {
+    hid_t fapl = H5Fget_access_plist(fid);
+    void* handle = nullptr;
+    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 &&
+        H5Fget_vfd_handle(fid, fapl, &handle) >= 0 && handle) {
+      const int fd = *static_cast<int*>(handle);
+      const int mem = ::memfd_create("tapegrad-discarded", MFD_CLOEXEC);
+      if (mem >= 0) {
+        ::dup2(mem, fd);
+        ::close(mem);
+      }
+    }
+    if (fapl >= 0) H5Pclose(fapl);
+  }
+  H5Fclose(fid);
+  H5Eclear2(H5E_DEFAULT);
 }
 
 herr_t close_id(hid_t id, Handle::Kind kind) {
@@ -199,9 +275,13 @@ std::string read_string_from(hid_t id, bool is_attr, const std::string& where) {
     if (p) H5free_memory(p);
     return out;
   }
-  size_t n = H5Tget_size(ftype.id());
-  TG_H5_CHECK(H5Tset_size(mtype.id(), n), "hdf5: cannot size a string type");
-  std::string buf(n, '\0');
+  // One byte more than stored, null-terminated: HDF5 converts any padding into it without losing
+  // the last character (a null-terminated type of the stored size has room for n - 1 only), and
+  // strips the trailing spaces of a space-padded string.
+  const size_t n = H5Tget_size(ftype.id());
+  TG_H5_CHECK(H5Tset_size(mtype.id(), n + 1), "hdf5: cannot size a string type");
+  TG_H5_CHECK(H5Tset_strpad(mtype.id(), H5T_STR_NULLTERM), "hdf5: cannot set string padding");
+  std::string buf(n + 1, '\0');
   herr_t st = is_attr ? H5Aread(id, mtype.id(), buf.data())
                       : H5Dread(id, mtype.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
   TG_H5_CHECK(st, "hdf5: cannot read the string ", where);
@@ -248,14 +328,43 @@ Handle& Handle::operator=(Handle&& other) noexcept {
   return *this;
 }
 
+namespace {
+
+/// Closes id (see Handle: a dataset or a file of a writable file is flushed first, and a failed
+/// flush discards the file's writes so that the close itself cannot fail). Returns "" or what
+/// failed, with HDF5's message.
+std::string close_handle(hid_t id, Handle::Kind kind) {
+  std::string failure;
+  const bool flushable = kind == Handle::Kind::Dataset || kind == Handle::Kind::File;
+  if (flushable && in_writable_file(id)) {
+    const herr_t st = kind == Handle::Kind::File ? H5Fflush(id, H5F_SCOPE_LOCAL) : H5Dflush(id);
+    if (st < 0) {
+      const std::string detail = h5_detail();  // before the next call clears the error stack
+      std::string what = "file";
+      if (kind == Handle::Kind::Dataset) {
+        char name[512] = {0};
+        const ssize_t n = H5Iget_name(id, name, sizeof(name));
+        what = "dataset '" + std::string(n > 1 ? name + 1 : "?") + "' of";
+      }
+      failure = "cannot write " + what + " '" + file_name_of(id) + "'" + detail +
+                "; the file is incomplete";
+      discard_writes(id, failure);
+    }
+  }
+  if (close_id(id, kind) < 0 && failure.empty()) {
+    failure = std::string("failed to close a ") + kind_name(kind) + h5_detail();
+  }
+  H5Eclear2(H5E_DEFAULT);
+  return failure;
+}
+
+}  // namespace
+
 Handle::~Handle() {
   if (id_ < 0) return;
   Lock lock;
-  if (close_id(id_, kind_) < 0) {
-    std::string detail = h5_detail();
-    std::fprintf(stderr, "tapegrad: warning: hdf5: failed to close a %s%s\n", kind_name(kind_),
-                 detail.c_str());
-  }
+  const std::string failure = close_handle(id_, kind_);
+  if (!failure.empty()) std::fprintf(stderr, "tapegrad: warning: hdf5: %s\n", failure.c_str());
 }
 
 void Handle::close() {
@@ -263,7 +372,8 @@ void Handle::close() {
   Lock lock;
   hid_t id = id_;
   id_ = -1;
-  TG_H5_CHECK(close_id(id, kind_), "hdf5: failed to close a ", kind_name(kind_));
+  const std::string failure = close_handle(id, kind_);
+  TG_CHECK(failure.empty(), "hdf5: ", failure);
 }
 
 hid Handle::release() {
@@ -573,18 +683,36 @@ int64_t Dataset::chunk_offset(int64_t row) const {
 #endif
 }
 
+namespace {
+
+/// Throws for a failed read of dataset d: names the filters it needs that are not available (an
+/// optional filter that was applied is needed to read), or else suspects the file.
+[[noreturn]] void read_failed(const Dataset& d, const std::string& what) {
+  const std::string detail = h5_detail();
+  const std::vector<std::string> missing = d.unavailable_filters();
+  std::string why = " (truncated or corrupt file?)";
+  if (!missing.empty()) {
+    why = ": it needs " + missing.front() +
+          ", which this HDF5 library does not have (install the filter's plugin and point "
+          "HDF5_PLUGIN_PATH at its folder)";
+  }
+  TG_THROW("hdf5: cannot read ", what.empty() ? std::string() : what + " of ", "dataset ",
+           d.where(), why, detail);
+}
+
+}  // namespace
+
 void Dataset::read(void* dst, DType mtype, const Dataspace& mem_space, const Dataspace& file_space,
                    const std::string& what) const {
   Lock lock;
   herr_t st = H5Dread(id(), mem_type(mtype), mem_space.id(), file_space.id(), H5P_DEFAULT, dst);
-  TG_H5_CHECK(st, "hdf5: cannot read ", what.empty() ? std::string() : what + " of ", "dataset ",
-              where(), " (truncated or corrupt file?)");
+  if (st < 0) read_failed(*this, what);
 }
 
 void Dataset::read(void* dst, DType mtype) const {
   Lock lock;
   herr_t st = H5Dread(id(), mem_type(mtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst);
-  TG_H5_CHECK(st, "hdf5: cannot read dataset ", where(), " (truncated or corrupt file?)");
+  if (st < 0) read_failed(*this, "");
 }
 
 void Dataset::write(const void* src, DType mtype, const Dataspace& mem_space,
@@ -603,9 +731,75 @@ void Dataset::write(const void* src, DType mtype) {
 Tensor Dataset::read_tensor() const {
   Lock lock;
   DType dt = float_dtype();
-  Tensor t = Tensor::empty(shape(), dt);
+  const Shape s = shape();
+  const int64_t bytes = nbytes(dtype_size(dt));
+  check_readable();
+  const std::string what = "dataset " + where() + " of shape " + shape_str(s);
+  check_fits_in_memory(bytes, what);
+  Tensor t;
+  try {
+    t = Tensor::empty(s, dt);
+  } catch (const std::bad_alloc&) {
+    TG_THROW("hdf5: cannot allocate ", bytes, " bytes for ", what, ": out of memory");
+  } catch (const Error& e) {
+    TG_THROW("hdf5: cannot allocate ", bytes, " bytes for ", what, ": ", e.what());
+  }
   if (t.numel() > 0) read(t.raw_data(), dt);
   return t;
+}
+
+int64_t Dataset::nbytes(size_t elem_size) const {
+  const Shape s = shape();
+  const std::string what = "dataset " + where() + " of shape " + shape_str(s) + " (" +
+                           std::to_string(elem_size) + "-byte elements): its size in bytes";
+  int64_t n = int64_t(elem_size);
+  for (int64_t d : s) n = checked_mul(n, d, what);
+  return n;
+}
+
+void Dataset::check_readable() const {
+  Lock lock;
+  const Shape s = shape();
+  const bool empty = std::find(s.begin(), s.end(), 0) != s.end();
+  PropList dcpl(H5Dget_create_plist(id()));
+  TG_H5_CHECK(dcpl.id(), "hdf5: cannot get the creation properties of dataset ", where());
+  if (!empty && H5Pget_layout(dcpl.id()) != H5D_VIRTUAL) {
+    H5D_space_status_t status;
+    TG_H5_CHECK(H5Dget_space_status(id(), &status),
+                "hdf5: cannot get the storage status of dataset ", where());
+    TG_CHECK(status != H5D_SPACE_STATUS_NOT_ALLOCATED, "hdf5: dataset ", where(), " of shape ", s,
+             " holds no data: it was declared but never written (no storage is allocated, so "
+             "every element would read as the fill value)");
+  }
+  const std::vector<std::string> missing = unavailable_filters(true);
+  TG_CHECK(missing.empty(), "hdf5: dataset ", where(), " is stored with ",
+           missing.empty() ? std::string() : missing.front(),
+           ", which this HDF5 library does not have (install the filter's plugin and point "
+           "HDF5_PLUGIN_PATH at its folder)");
+}
+
+std::vector<std::string> Dataset::unavailable_filters(bool required_only) const {
+  Lock lock;
+  PropList dcpl(H5Dget_create_plist(id()));
+  TG_H5_CHECK(dcpl.id(), "hdf5: cannot get the creation properties of dataset ", where());
+  const int n = H5Pget_nfilters(dcpl.id());
+  TG_H5_CHECK(n, "hdf5: cannot count the filters of dataset ", where());
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) {
+    unsigned flags = 0, config = 0;
+    size_t nvalues = 0;
+    char name[256] = {0};
+    const H5Z_filter_t f =
+        H5Pget_filter2(dcpl.id(), unsigned(i), &flags, &nvalues, nullptr, sizeof(name), name, &config);
+    TG_H5_CHECK(f, "hdf5: cannot get filter ", i, " of dataset ", where());
+    const bool optional = (flags & H5Z_FLAG_OPTIONAL) != 0;
+    if (H5Zfilter_avail(f) > 0 || (required_only && optional)) continue;
+    H5Eclear2(H5E_DEFAULT);
+    out.push_back("HDF5 filter " + std::to_string(f) + " (" +
+                  (name[0] ? "'" + std::string(name) + "', " : std::string()) +
+                  (optional ? "optional" : "required") + ")");
+  }
+  return out;
 }
 
 std::string Dataset::read_string() const {
@@ -637,7 +831,11 @@ ObjectKind Group::kind_of(const std::string& name) const {
   hid_t obj = H5Oopen(id(), name.c_str(), H5P_DEFAULT);
   if (obj < 0) {
     H5Eclear2(H5E_DEFAULT);
-    return ObjectKind::Other;  // a dangling soft or external link
+    H5L_info_t info;
+    const bool soft = H5Lget_info(id(), name.c_str(), &info, H5P_DEFAULT) >= 0 &&
+                      (info.type == H5L_TYPE_SOFT || info.type == H5L_TYPE_EXTERNAL);
+    H5Eclear2(H5E_DEFAULT);
+    return soft ? ObjectKind::BrokenLink : ObjectKind::Other;
   }
   H5I_type_t t = H5Iget_type(obj);
   H5Oclose(obj);
@@ -672,13 +870,43 @@ std::vector<std::string> Group::children() const {
   return names;
 }
 
+std::string Group::describe_link(const std::string& name) const {
+  Lock lock;
+  H5L_info_t info;
+  TG_H5_CHECK(H5Lget_info(id(), name.c_str(), &info, H5P_DEFAULT), "hdf5: cannot look up link '",
+              display(child_path(name)), "' in '", file_, "'");
+  if (info.type == H5L_TYPE_HARD) return "a hard link";
+  if (info.type != H5L_TYPE_SOFT && info.type != H5L_TYPE_EXTERNAL) return "a user-defined link";
+  std::string value(info.u.val_size + 1, '\0');
+  TG_H5_CHECK(H5Lget_val(id(), name.c_str(), value.data(), value.size(), H5P_DEFAULT),
+              "hdf5: cannot read link '", display(child_path(name)), "' in '", file_, "'");
+  if (info.type == H5L_TYPE_SOFT) return "a soft link to '" + std::string(value.c_str()) + "'";
+  const char* target_file = nullptr;
+  const char* target_path = nullptr;
+  unsigned flags = 0;
+  TG_H5_CHECK(H5Lunpack_elink_val(value.data(), info.u.val_size, &flags, &target_file, &target_path),
+              "hdf5: cannot read external link '", display(child_path(name)), "' in '", file_, "'");
+  return "an external link to '" + std::string(target_path ? target_path : "") + "' in '" +
+         (target_file ? target_file : "") + "'";
+}
+
+namespace {
+
+/// Throws unless kind k of link `shown` (in file) is `want`, naming a missing or broken link.
+void check_link_kind(const Group& g, const std::string& name, const std::string& shown,
+                     ObjectKind k, ObjectKind want, const char* what) {
+  TG_CHECK(k != ObjectKind::None, "hdf5: no ", what, " '", shown, "' in '", g.file_name(), "'");
+  TG_CHECK(k != ObjectKind::BrokenLink, "hdf5: '", shown, "' in '", g.file_name(),
+           "' is a broken link: ", g.describe_link(name), ", which does not exist");
+  TG_CHECK(k == want, "hdf5: '", shown, "' in '", g.file_name(), "' is not a ", what);
+}
+
+}  // namespace
+
 Group Group::open_group(const std::string& name) const {
   Lock lock;
   ObjectKind k = kind_of(name);
-  TG_CHECK(k != ObjectKind::None, "hdf5: no group '", display(child_path(name)), "' in '", file_,
-           "'");
-  TG_CHECK(k == ObjectKind::Group, "hdf5: '", display(child_path(name)), "' in '", file_,
-           "' is not a group");
+  check_link_kind(*this, name, display(child_path(name)), k, ObjectKind::Group, "group");
   hid_t g = H5Gopen2(id(), name.c_str(), H5P_DEFAULT);
   TG_H5_CHECK(g, "hdf5: cannot open group '", display(child_path(name)), "' in '", file_, "'");
   return Group(g, file_, child_path(name));
@@ -702,10 +930,7 @@ Dataset Group::open_dataset(const std::string& name) const { return open_dataset
 Dataset Group::open_dataset(const std::string& name, size_t cache_bytes) const {
   Lock lock;
   ObjectKind k = kind_of(name);
-  TG_CHECK(k != ObjectKind::None, "hdf5: no dataset '", display(child_path(name)), "' in '", file_,
-           "'");
-  TG_CHECK(k == ObjectKind::Dataset, "hdf5: '", display(child_path(name)), "' in '", file_,
-           "' is not a dataset");
+  check_link_kind(*this, name, display(child_path(name)), k, ObjectKind::Dataset, "dataset");
   PropList dapl(H5Pcreate(H5P_DATASET_ACCESS));
   TG_H5_CHECK(dapl.id(), "hdf5: cannot create a dataset access property list");
   if (cache_bytes > 0) {
@@ -843,6 +1068,7 @@ File File::open(const std::string& path, bool writable) {
   PropList fapl = file_access_plist();
   hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.id());
   TG_H5_CHECK(id, "hdf5: cannot open '", path, "': truncated, corrupt or locked HDF5 file");
+  if (writable) broken_files().erase(file_name_of(id));
   return File(id, path);
 }
 
@@ -855,6 +1081,7 @@ File File::create(const std::string& path) {
   PropList fapl = file_access_plist();
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.id(), fapl.id());
   TG_H5_CHECK(id, "hdf5: cannot create '", path, "'");
+  broken_files().erase(file_name_of(id));  // a fresh file: an old failure of this name is past
   return File(id, path);
 }
 
@@ -863,18 +1090,14 @@ void File::flush() {
   TG_H5_CHECK(H5Fflush(id(), H5F_SCOPE_GLOBAL), "hdf5: cannot flush '", file_, "'");
 }
 
-void File::close() {
-  if (!valid()) return;
-  Lock lock;
-  try {
-    flush();
-  } catch (...) {
-    H5Fclose(release());
-    H5Eclear2(H5E_DEFAULT);
-    throw;
-  }
-  hid_t id = release();
-  TG_H5_CHECK(H5Fclose(id), "hdf5: cannot close '", file_, "'");
+void File::close() { Handle::close(); }
+
+void check_fits_in_memory(int64_t bytes, const std::string& what) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return;  // unknown: let the allocation decide
+  const int64_t memory = checked_mul(pages, page, "physical memory");
+  TG_CHECK(bytes <= memory, what, " needs ", bytes, " bytes, more than this machine's memory (",
+           memory, " bytes)");
 }
 
 // ---- AtomicFile ---------------------------------------------------------------------------------
@@ -903,6 +1126,7 @@ void remove_regular_file(const std::string& path) {
 AtomicFile::AtomicFile(const std::string& path) : path_(path) {
   static std::atomic<uint64_t> counter{0};
   TG_CHECK(!path.empty(), "hdf5: empty file name");
+  remove_stale_temporaries(path);
   temp_ = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   try {
     file_ = File::create(temp_);
@@ -922,9 +1146,13 @@ void AtomicFile::abandon() noexcept {
   try {
     Lock lock;
     if (file_.valid()) {
+      // Nothing of this file is wanted: its remaining writes (and those of objects still open)
+      // go to memory, so that no close can fail, and the closes complete once all are closed.
+      discard_writes(file_.id(), "abandoned");
       H5Fclose(file_.release());
       H5Eclear2(H5E_DEFAULT);
     }
+    broken_files().erase(temp_);
   } catch (...) {
   }
   remove_regular_file(temp_);
@@ -933,7 +1161,25 @@ void AtomicFile::abandon() noexcept {
 void AtomicFile::commit() {
   TG_CHECK(!done_, "hdf5: '", path_, "' was already committed or abandoned");
   try {
+    {
+      // HDF5 closes a file only once its objects are closed: syncing and renaming it before then
+      // would move an incomplete file into place.
+      Lock lock;
+      const ssize_t open = H5Fget_obj_count(
+          file_.id(), H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR);
+      TG_H5_CHECK(open, "hdf5: cannot count the open objects of '", temp_, "'");
+      TG_CHECK(open == 0, "hdf5: cannot commit '", path_, "': ", open,
+               " of its datasets, groups or attributes are still open (close them first)");
+    }
     file_.close();
+    std::string failure;
+    {
+      Lock lock;
+      auto it = broken_files().find(temp_);
+      if (it != broken_files().end()) failure = it->second;
+    }
+    TG_CHECK(failure.empty(), "hdf5: cannot save '", path_, "': an earlier write failed (",
+             failure, "); the previous file is unchanged");
     fsync_path(temp_, false);
     if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
       TG_THROW("hdf5: cannot move '", temp_, "' to '", path_, "': ", std::strerror(errno));
@@ -948,3 +1194,34 @@ void AtomicFile::commit() {
 }
 
 }  // namespace tg::io::h5
+
+namespace tg::io {
+
+void remove_stale_temporaries(const std::string& final_path) {
+  namespace fs = std::filesystem;
+  const fs::path p(final_path);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  const std::string prefix = p.filename().string() + ".tmp-";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    // The rest must be "<pid>-<n>", both decimal.
+    const std::string rest = name.substr(prefix.size());
+    const size_t dash = rest.find('-');
+    auto digits = [](const std::string& t) {
+      return !t.empty() && t.size() <= 18 &&
+             std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    if (dash == std::string::npos || !digits(rest.substr(0, dash)) ||
+        !digits(rest.substr(dash + 1)))
+      continue;
+    const long long pid = std::stoll(rest.substr(0, dash));
+    if (pid <= 0 || pid > std::numeric_limits<pid_t>::max()) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    std::error_code rm;
+    if (fs::is_regular_file(it->path(), rm)) fs::remove(it->path(), rm);
+  }
+}
+
+}  // namespace tg::io

@@ -36,8 +36,18 @@ std::recursive_mutex& library_mutex();
 /// The version of the HDF5 library in use, "1.10.8".
 std::string library_version();
 
+/// Throws tg::Error naming `what` when `bytes` exceed this machine's physical memory (such an
+/// allocation cannot succeed, and under a sanitizer it would abort instead of failing).
+void check_fits_in_memory(int64_t bytes, const std::string& what);
+
 /// An owned HDF5 identifier of one kind, closed by the destructor (which never throws; a failure
 /// to close is printed to stderr). Movable, not copyable.
+///
+/// Closing a dataset or a file of a file open for writing flushes it first. When that flush fails
+/// (a full disk), the file cannot be completed any more: its descriptor is redirected to an
+/// anonymous in-memory file, so that the close and every later close of its objects succeed
+/// (HDF5 1.10 leaves a dangling identifier behind a failed close, which crashes the process at
+/// exit). Such a file is recorded as broken, and AtomicFile::commit refuses it.
 class Handle {
  public:
   enum class Kind { File, Group, Dataset, Dataspace, Attribute, PropList, Datatype };
@@ -158,9 +168,10 @@ class Object : public Handle {
   void set_attr_double(const std::string& name, double value);
   void set_attr_string(const std::string& name, const std::string& value);
 
- protected:
   /// "'x' in 'data.h5'" for messages.
   std::string where() const;
+
+ protected:
   std::string child_path(const std::string& child) const;
   std::string file_, name_;
 };
@@ -211,11 +222,24 @@ class Dataset : public Object {
 
   /// The whole float dataset as a CPU tensor of its stored dtype.
   Tensor read_tensor() const;
-  /// A scalar string dataset's value (fixed- or variable-length).
+  /// A scalar string dataset's value (variable-length, or fixed-length with any padding: null-
+  /// terminated, null-padded or space-padded as h5py and Fortran write them), exactly.
   std::string read_string() const;
+
+  /// Bytes of the whole dataset as elements of elem_size bytes; throws tg::Error naming the dataset
+  /// and its shape when that exceeds 2^63 - 1.
+  int64_t nbytes(size_t elem_size) const;
+  /// Throws tg::Error naming the dataset when its data cannot be read: it has elements but no
+  /// storage was ever allocated (declared, never written: it would read as fill values), or it
+  /// needs a filter (compression) that this HDF5 library does not have and that is not optional.
+  void check_readable() const;
+  /// The filters of the dataset that this HDF5 library cannot apply, e.g. "HDF5 filter 32001
+  /// ('blosc', optional)"; with required_only, only those not marked optional.
+  std::vector<std::string> unavailable_filters(bool required_only = false) const;
 };
 
-enum class ObjectKind { None, Group, Dataset, Other };
+/// What a link points to. BrokenLink: a soft or external link whose target does not exist.
+enum class ObjectKind { None, Group, Dataset, BrokenLink, Other };
 
 class Group : public Object {
  public:
@@ -228,6 +252,9 @@ class Group : public Object {
   bool has(const std::string& name) const { return kind_of(name) != ObjectKind::None; }
   /// Names of the direct children, in creation order when the group tracks it, else by name.
   std::vector<std::string> children() const;
+  /// What the link `name` is, for messages: "a hard link", "a soft link to '/data/x'", "an
+  /// external link to '/x' in 'other.h5'".
+  std::string describe_link(const std::string& name) const;
 
   Group open_group(const std::string& name) const;
   /// Creates a group that tracks the creation order of its links.
@@ -270,9 +297,11 @@ class File : public Group {
 /// An HDF5 file written under a temporary name and moved over its destination only when complete,
 /// so that a crash or an error while writing leaves any previous file at path intact.
 ///
-/// The file is created as `path + ".tmp-<pid>-<n>"`. commit() closes it, flushes it to disk (fsync)
-/// and renames it over path (then syncs the directory). Destroying an AtomicFile that was not
-/// committed closes and removes the temporary file.
+/// The file is created as `path + ".tmp-<pid>-<n>"`, after removing the stale temporaries of path
+/// (remove_stale_temporaries). commit() closes it, flushes it to disk (fsync) and renames it over
+/// path (then syncs the directory); it refuses a file whose writing failed (see Handle). Destroying
+/// an AtomicFile that was not committed discards its unwritten data (nothing more is written to
+/// disk), closes it and removes the temporary file.
 class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path);
@@ -283,9 +312,11 @@ class AtomicFile {
   File& file() { return file_; }
   const std::string& path() const { return path_; }
   const std::string& temp_path() const { return temp_; }
-  /// Closes the file (every object of it must be closed already), syncs and renames it into place.
+  /// Closes the file (every object of it must be closed already: an error otherwise), syncs and
+  /// renames it into place.
   void commit();
-  /// Closes and removes the temporary file (the destructor does this when not committed).
+  /// Closes and removes the temporary file (the destructor does this when not committed). Objects
+  /// of the file may still be open: their later closes write nothing to disk.
   void abandon() noexcept;
 
  private:
@@ -295,3 +326,14 @@ class AtomicFile {
 };
 
 }  // namespace tg::io::h5
+
+namespace tg::io {
+
+/// Deletes the temporaries `<final_path>.tmp-<pid>-<n>` that AtomicFile left behind in processes
+/// that no longer run (killed before they could remove them): those whose pid names no live
+/// process (kill(pid, 0) fails with ESRCH). Temporaries of live processes, this one included, are
+/// kept. Errors are ignored (best effort). Note: a process of another pid namespace that writes
+/// to the same folder looks dead from here.
+void remove_stale_temporaries(const std::string& final_path);
+
+}  // namespace tg::io

@@ -473,10 +473,16 @@ void save_safetensors_checkpoint(const std::string& path, const NamedTensors& pa
   write_safetensors(path, params, meta);
 }
 
-Checkpoint load_safetensors_checkpoint(const std::string& path) {
-  SafetensorsFile f = read_safetensors(path);
+Checkpoint load_safetensors_checkpoint(const std::string& path,
+                                       const std::vector<std::string>& names) {
+  SafetensorsFile f = names.empty() ? read_safetensors(path) : read_safetensors(path, names);
   Checkpoint ck;
   ck.params = std::move(f.tensors);
+  if (!names.empty()) {  // the other tensors are listed, never read
+    std::ifstream in = open_for_reading(path);
+    for (const Entry& e : read_header(in, path).entries)
+      if (std::find(names.begin(), names.end(), e.name) == names.end()) ck.unknown.push_back(e.name);
+  }
   const auto& m = f.metadata;
   if (m.count(std::string(kStatePrefix) + "step") == 0) return ck;
   TrainState st;

@@ -71,6 +71,7 @@ void save_safetensors_checkpoint(const std::string& path, const NamedTensors& pa
 /// and float64 tensors (PyTorch's save_file of a state dict): every tensor is a parameter; the
 /// train state is present when the metadata has "train_state/step". Throws tg::Error for a corrupt
 /// file or malformed training state, naming the key.
-Checkpoint load_safetensors_checkpoint(const std::string& path);
+Checkpoint load_safetensors_checkpoint(const std::string& path,
+                                       const std::vector<std::string>& names = {});
 
 }  // namespace tg::io

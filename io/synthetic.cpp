@@ -21,9 +21,12 @@ void write_synthetic_dataset(const std::string& path, const SyntheticOptions& o)
   const int64_t ho = o.height - o.kernel + 1, wo = o.width - o.kernel + 1;
   DatasetWriter writer(path, {o.in_channels, o.height, o.width}, {o.out_channels, ho, wo},
                        o.samples);
+  auto check_cancel = [&](int64_t done) {
+    TG_CHECK(!(o.cancel && o.cancel->load()), "write_synthetic_dataset: writing '", path,
+             "' interrupted after ", done, " of ", o.samples, " samples; nothing was saved");
+  };
   for (int64_t done = 0; done < o.samples; done += o.batch) {
-    TG_CHECK(o.cancel == nullptr || !o.cancel->load(), "write_synthetic_dataset: ", path,
-             ": cancelled after ", done, " of ", o.samples, " samples; nothing was written");
+    check_cancel(done);
     const int64_t b = std::min(o.batch, o.samples - done);
     Tensor x = Tensor::rand({b, o.in_channels, o.height, o.width}, gen);
     Tensor y = teacher.forward(x);
@@ -31,6 +34,7 @@ void write_synthetic_dataset(const std::string& path, const SyntheticOptions& o)
     y.add_(noise);
     writer.append(x, y);
   }
+  check_cancel(o.samples);
   writer.close();
 }
 

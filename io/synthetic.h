@@ -20,12 +20,14 @@ struct SyntheticOptions {
   double noise = 0.05;
   uint64_t seed = 1;
   int64_t batch = 256;  ///< samples generated and appended at a time
-  /// Checked between batches: when it is true the write stops with a tg::Error and no file (and
-  /// no temporary) is left. Not owned; may be null.
+  /// When set (e.g. by a SIGINT handler), the write stops before the next batch: the temporary
+  /// file is removed and tg::Error("... interrupted") is thrown. Null: never interrupted.
   const std::atomic<bool>* cancel = nullptr;
 };
 
-/// Writes the dataset to path (datasets "x" and "y", chunked, compressed), batch by batch.
+/// Writes the dataset to path (datasets "x" and "y", chunked, compressed), batch by batch, under a
+/// temporary name that is renamed to path when complete (see DatasetWriter): on any error, or when
+/// cancelled, nothing is left behind and a previous file at path is unchanged.
 void write_synthetic_dataset(const std::string& path, const SyntheticOptions& options);
 
 }  // namespace tg::io

@@ -1,5 +1,7 @@
 #include "train/checkpointing.h"
 
+#include <cstdio>
+
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -15,9 +17,17 @@ namespace {
 
 // The one place that reads checkpoints. When io::load_checkpoint(path, names) exists (it reads only
 // the named parameters and never allocates unknown datasets), pass param_names here.
+// Reads only the model's parameters (and the train state); other datasets in the file are named in
+// a note, never read: a crafted file cannot make the run allocate what it declares.
 io::Checkpoint read_checkpoint(const std::string& path, const std::vector<std::string>& names) {
-  (void)names;
-  return io::load_checkpoint(path);
+  io::Checkpoint ck = io::load_checkpoint(path, names);
+  if (!ck.unknown.empty()) {
+    std::string list;
+    for (const std::string& u : ck.unknown) list += (list.empty() ? "" : ", ") + u;
+    std::fprintf(stderr, "tg-train: note: %s also holds %s, which the model does not use (not read)\n",
+                 path.c_str(), list.c_str());
+  }
+  return ck;
 }
 
 template <typename T>
