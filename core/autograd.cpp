@@ -1,4 +1,4 @@
-#include "core/autograd.h"
+#include "autograd.h"
 
 #include <algorithm>
 #include <atomic>

@@ -1,8 +1,8 @@
 // Device discovery for builds without CUDA: there is never a GPU.
 #ifndef TG_WITH_CUDA
-#include "core/cuda_context.h"
-#include "core/error.h"
-#include "core/memory.h"
+#include "cuda_context.h"
+#include "error.h"
+#include "memory.h"
 
 namespace tg::cuda {
 bool is_available() { return false; }

@@ -6,10 +6,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/cuda_context.h"
-#include "core/cuda_utils.h"
-#include "core/device_backend.h"
-#include "core/memory.h"
+#include "cuda_context.h"
+#include "cuda_utils.h"
+#include "device_backend.h"
+#include "memory.h"
 
 namespace tg::cuda {
 

@@ -1,4 +1,4 @@
-#include "core/default_generator.h"
+#include "default_generator.h"
 
 namespace tg {
 

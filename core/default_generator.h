@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "core/rng.h"
+#include "rng.h"
 
 namespace tg {
 

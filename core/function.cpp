@@ -1,5 +1,5 @@
 // apply_function (core/function.h): one tape node around a user's forward and backward.
-#include "core/function.h"
+#include "function.h"
 
 namespace tg::autograd {
 

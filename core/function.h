@@ -33,8 +33,8 @@
 #include <string>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/tensor.h"
+#include "autograd.h"
+#include "tensor.h"
 
 namespace tg::autograd {
 

@@ -1,13 +1,13 @@
-#include "core/gradcheck.h"
+#include "gradcheck.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
 
-#include "core/autograd.h"
-#include "core/rng.h"
-#include "core/size.h"
+#include "autograd.h"
+#include "rng.h"
+#include "size.h"
 
 namespace tg {
 

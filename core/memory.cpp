@@ -1,4 +1,4 @@
-#include "core/memory.h"
+#include "memory.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -6,10 +6,10 @@
 #include <limits>
 #include <sstream>
 
-#include "core/cuda_context.h"
-#include "core/device_backend.h"
-#include "core/error.h"
-#include "core/size.h"
+#include "cuda_context.h"
+#include "device_backend.h"
+#include "error.h"
+#include "size.h"
 
 namespace tg {
 

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "core/dtype.h"
-#include "core/error.h"
+#include "dtype.h"
+#include "error.h"
 
 namespace tg {
 

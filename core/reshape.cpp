@@ -2,8 +2,8 @@
 // gradient flows back reshaped. Tensors are contiguous, so every reshape is a view of the storage.
 #include <memory>
 
-#include "core/autograd.h"
-#include "core/tensor.h"
+#include "autograd.h"
+#include "tensor.h"
 
 namespace tg {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/size.h"
+#include "size.h"
 
 #include <cstdint>
 #include <limits>

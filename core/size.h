@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "core/error.h"
+#include "error.h"
 
 namespace tg {
 

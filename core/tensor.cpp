@@ -1,4 +1,4 @@
-#include "core/tensor.h"
+#include "tensor.h"
 
 #include <algorithm>
 #include <atomic>
@@ -8,11 +8,11 @@
 #include <new>
 #include <sstream>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "core/device_backend.h"
-#include "core/rng.h"
-#include "core/size.h"
+#include "autograd.h"
+#include "cuda_context.h"
+#include "device_backend.h"
+#include "rng.h"
+#include "size.h"
 
 namespace tg {
 

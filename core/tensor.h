@@ -12,10 +12,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "core/dtype.h"
-#include "core/error.h"
-#include "core/memory.h"
-#include "core/size.h"
+#include "dtype.h"
+#include "error.h"
+#include "memory.h"
+#include "size.h"
 
 namespace tg {
 

@@ -1,7 +1,7 @@
 // The few kernels core itself needs: fill, y += alpha * x (gradient accumulation), dtype conversion.
 // One thread per element, grid-stride loops.
-#include "core/cuda_utils.h"
-#include "core/device_backend.h"
+#include "cuda_utils.h"
+#include "device_backend.h"
 
 namespace tg::detail {
 namespace {

@@ -1,4 +1,4 @@
-#include "dist/process_group.h"
+#include "process_group.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -6,8 +6,8 @@
 #include <thread>
 #include <unordered_map>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
 
 #ifdef TG_WITH_DIST
 #define OMPI_SKIP_MPICXX 1  // the C API only: no MPI C++ bindings to link
@@ -17,7 +17,7 @@
 #ifdef TG_WITH_NCCL
 #include <nccl.h>
 
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::dist {

@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 namespace tg::dist {
 

@@ -1,11 +1,11 @@
 // Checkpoint save/load (see io/checkpoint.h for the layout).
-#include "io/checkpoint.h"
+#include "checkpoint.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "io/hdf5.h"
-#include "io/safetensors.h"
+#include "hdf5.h"
+#include "safetensors.h"
 
 namespace tg::io {
 

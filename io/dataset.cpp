@@ -12,7 +12,7 @@
 // exactly one batch is read ahead of the one the caller holds (double buffering). Restarting a
 // stream bumps its generation; a batch read for an older generation is dropped. HDF5 calls are
 // serialised by the io/hdf5 layer's lock.
-#include "io/dataset.h"
+#include "dataset.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -28,9 +28,9 @@
 #include <numeric>
 #include <thread>
 
-#include "core/rng.h"
-#include "core/size.h"
-#include "io/hdf5.h"
+#include "../core/rng.h"
+#include "../core/size.h"
+#include "hdf5.h"
 
 namespace tg::io {
 

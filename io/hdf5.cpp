@@ -4,7 +4,7 @@
 // the silencing of HDF5's automatic error printing (error stacks and their settings are per thread
 // in a thread-safe HDF5 build). Failures go through TG_H5_CHECK / TG_H5_FAIL, which append HDF5's
 // innermost error message to ours and clear the error stack.
-#include "io/hdf5.h"
+#include "hdf5.h"
 
 #include <fcntl.h>
 #include <hdf5.h>
@@ -23,7 +23,7 @@
 #include <new>
 #include <type_traits>
 
-#include "core/size.h"
+#include "../core/size.h"
 
 static_assert(std::is_same_v<hid_t, int64_t>, "io/hdf5.h assumes hid_t is int64_t (HDF5 >= 1.10)");
 

@@ -22,9 +22,9 @@
 #include <utility>
 #include <vector>
 
-#include "core/dtype.h"
-#include "core/error.h"
-#include "core/tensor.h"
+#include "../core/dtype.h"
+#include "../core/error.h"
+#include "../core/tensor.h"
 
 namespace tg::io::h5 {
 

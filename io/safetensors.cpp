@@ -1,5 +1,5 @@
 // safetensors files and checkpoints (see io/safetensors.h for the format and the layout).
-#include "io/safetensors.h"
+#include "safetensors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,7 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/size.h"
+#include "../core/size.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors stores little-endian bytes; this code copies them as they are in memory");

@@ -30,8 +30,8 @@
 #include <string>
 #include <vector>
 
-#include "core/tensor.h"
-#include "io/checkpoint.h"
+#include "../core/tensor.h"
+#include "checkpoint.h"
 
 namespace tg::io {
 

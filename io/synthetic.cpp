@@ -1,9 +1,9 @@
-#include "io/synthetic.h"
+#include "synthetic.h"
 
-#include "core/autograd.h"
-#include "core/rng.h"
-#include "io/dataset.h"
-#include "nn/model.h"
+#include "../core/autograd.h"
+#include "../core/rng.h"
+#include "dataset.h"
+#include "../nn/model.h"
 
 namespace tg::io {
 

@@ -4,7 +4,7 @@
 // (C, 1, 1)), the same initialisation and the fused forward (ops::conv_block).
 #pragma once
 
-#include "nn/model.h"
+#include "model.h"
 
 namespace tg::nn {
 

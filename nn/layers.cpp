@@ -1,4 +1,4 @@
-#include "nn/layers.h"
+#include "layers.h"
 
 #include <cmath>
 

@@ -1,10 +1,10 @@
 // Conv2d and GroupNorm modules with PyTorch's parameter names and initialisation.
 #pragma once
 
-#include "core/rng.h"
-#include "nn/module.h"
-#include "ops/conv2d.h"
-#include "ops/group_norm.h"
+#include "../core/rng.h"
+#include "module.h"
+#include "../ops/conv2d.h"
+#include "../ops/group_norm.h"
 
 namespace tg::nn {
 

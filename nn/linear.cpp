@@ -1,11 +1,11 @@
-#include "nn/linear.h"
+#include "linear.h"
 
 #include <cmath>
 
-#include "ops/elementwise.h"
-#include "ops/matmul.h"
-#include "ops/shape.h"
-#include "ops/unary.h"
+#include "../ops/elementwise.h"
+#include "../ops/matmul.h"
+#include "../ops/shape.h"
+#include "../ops/unary.h"
 
 namespace tg::nn {
 

@@ -1,8 +1,8 @@
 // Linear layer and activation modules, with PyTorch's names and initialisation.
 #pragma once
 
-#include "core/rng.h"
-#include "nn/module.h"
+#include "../core/rng.h"
+#include "module.h"
 
 namespace tg::nn {
 

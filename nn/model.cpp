@@ -1,6 +1,6 @@
-#include "nn/model.h"
+#include "model.h"
 
-#include "ops/elementwise.h"
+#include "../ops/elementwise.h"
 
 namespace tg::nn {
 

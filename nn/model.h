@@ -6,9 +6,9 @@
 
 #include <memory>
 
-#include "core/rng.h"
-#include "nn/layers.h"
-#include "ops/conv_block.h"
+#include "../core/rng.h"
+#include "layers.h"
+#include "../ops/conv_block.h"
 
 namespace tg::nn {
 

@@ -1,11 +1,11 @@
-#include "nn/module.h"
+#include "module.h"
 
 #include <functional>
 #include <set>
 #include <sstream>
 #include <typeinfo>
 
-#include "core/autograd.h"
+#include "../core/autograd.h"
 
 namespace tg::nn {
 

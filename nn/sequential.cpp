@@ -1,4 +1,4 @@
-#include "nn/sequential.h"
+#include "sequential.h"
 
 namespace tg::nn {
 

@@ -1,9 +1,9 @@
-#include "nn/utils.h"
+#include "utils.h"
 
 #include <cmath>
 
-#include "core/autograd.h"
-#include "ops/elementwise.h"
+#include "../core/autograd.h"
+#include "../ops/elementwise.h"
 
 namespace tg::nn::utils {
 

@@ -1,18 +1,18 @@
 // bias_scale_sigmoid: s = sigmoid((z + bias_c) * scale_c), NCHW; see ops/bias_scale_sigmoid.h.
 // Validation, dispatch, the CPU path (OpenMP over the N * C planes, sums in double) and the
 // autograd node, which saves z, bias and scale and recomputes s in the backward.
-#include "ops/bias_scale_sigmoid.h"
+#include "bias_scale_sigmoid.h"
 
 #include <cmath>
 #include <memory>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "core/error.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
+#include "../core/error.h"
 
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops {

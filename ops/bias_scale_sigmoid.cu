@@ -6,9 +6,9 @@
 // order. Accumulation type = T (float for float32, double for float64).
 #include <algorithm>
 
-#include "core/cuda_reduce.cuh"
-#include "core/cuda_utils.h"
-#include "ops/bias_scale_sigmoid.h"
+#include "../core/cuda_reduce.cuh"
+#include "../core/cuda_utils.h"
+#include "bias_scale_sigmoid.h"
 
 namespace tg::ops::detail {
 namespace {

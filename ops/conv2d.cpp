@@ -10,7 +10,7 @@
 // parallel over a fixed number of batch chunks that each sum their own dW/db partial; the partials
 // are added in chunk order, so the result does not depend on the number of threads. Saved for the backward: x (when weight requires grad) and
 // weight (when x requires grad). CUDA: conv2d_cuda.cpp (cuDNN) and conv2d.cu (bias gradient).
-#include "ops/conv2d.h"
+#include "conv2d.h"
 
 #include <Eigen/Core>
 
@@ -24,8 +24,8 @@
 #include <omp.h>
 #endif
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
 
 namespace tg::ops {
 

@@ -5,8 +5,8 @@
 //            (consecutive threads read consecutive elements) into partials[c * P + p];
 //   stage 2: one block per channel sums its P partials in a fixed tree.
 // P depends on M only (conv2d_bias_grad_partials). Channels beyond the grid's y size loop.
-#include "core/cuda_utils.h"
-#include "ops/conv2d.h"
+#include "../core/cuda_utils.h"
+#include "conv2d.h"
 
 namespace tg::ops {
 namespace {

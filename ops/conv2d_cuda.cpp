@@ -19,10 +19,10 @@
 #include <mutex>
 #include <vector>
 
-#include "core/cuda_context.h"
-#include "core/cuda_utils.h"
-#include "core/tensor.h"
-#include "ops/conv2d.h"
+#include "../core/cuda_context.h"
+#include "../core/cuda_utils.h"
+#include "../core/tensor.h"
+#include "conv2d.h"
 
 namespace tg::ops {
 namespace {

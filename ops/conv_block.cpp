@@ -19,7 +19,7 @@
 // per-thread plane buffer, sums in double over 8 fixed lanes. Every reduction has a fixed order, so
 // results do not depend on the number of threads. Saved: x, the parameters, z, the target, mean and
 // rstd per (n, g) in double, and for the loss A, B, dgamma, dbeta.
-#include "ops/conv_block.h"
+#include "conv_block.h"
 
 // GCC 12 reports its own AVX-512 intrinsics' _mm512_undefined_* results as maybe uninitialized when
 // Eigen's vectorised exp inlines them (GCC bug 105593, a false positive; conv2d.cpp shows it too).
@@ -32,11 +32,11 @@
 #include <memory>
 #include <vector>
 
-#include "core/autograd.h"
-#include "ops/bias_scale_sigmoid.h"
-#include "ops/conv2d.h"
-#include "ops/group_norm.h"
-#include "ops/mse_loss.h"
+#include "../core/autograd.h"
+#include "bias_scale_sigmoid.h"
+#include "conv2d.h"
+#include "group_norm.h"
+#include "mse_loss.h"
 
 namespace tg::ops {
 

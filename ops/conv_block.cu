@@ -18,9 +18,9 @@
 //                   registers, then the weight gradient dW += dz (x) im2col(x) in FP32 FMAs (each
 //                   thread: 4 output channels x 1 input channel x k x k taps, sliding along a row).
 //                   Per-CTA partials; backward_finalize sums them in fixed order: deterministic.
-#include "core/cuda_reduce.cuh"
-#include "core/cuda_utils.h"
-#include "ops/conv_block.h"
+#include "../core/cuda_reduce.cuh"
+#include "../core/cuda_utils.h"
+#include "conv_block.h"
 
 namespace tg::ops::detail {
 namespace {

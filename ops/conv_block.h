@@ -13,7 +13,7 @@
 // the unfused ops, which the tests compare against.
 #pragma once
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 namespace tg::ops {
 

@@ -3,18 +3,18 @@
 // Formulas and what each op saves are in ops/elementwise.h. The CPU path is plain loops templated
 // on float/double; reductions accumulate in double in a fixed order. Backward functions call the
 // raw kernels below directly, so they never record on the tape.
-#include "ops/elementwise.h"
+#include "elementwise.h"
 
 #include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "ops/pointwise.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
+#include "pointwise.h"
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops {

@@ -4,9 +4,9 @@
 // Reductions are deterministic: stage 1 has a fixed number of blocks (chosen from the sizes only)
 // that each write one double partial; stage 2 sums a group of partials in one block in a fixed
 // order. All accumulation is in double, for float32 as well.
-#include "core/cuda_reduce.cuh"
-#include "core/cuda_utils.h"
-#include "ops/elementwise.h"
+#include "../core/cuda_reduce.cuh"
+#include "../core/cuda_utils.h"
+#include "elementwise.h"
 
 namespace tg::ops::detail {
 namespace {

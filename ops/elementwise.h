@@ -25,7 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 // cudaStream_t is CUstream_st*; declared here so that this header needs no CUDA headers.
 struct CUstream_st;

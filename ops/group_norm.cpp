@@ -2,18 +2,18 @@
 // see ops/group_norm.h for the formulas and the CUDA mapping. This file validates, dispatches,
 // holds the CPU path (OpenMP over (n, g) and (n, c); statistics two-pass in double, backward sums
 // in double) and the autograd node, which saves x, mean, rstd and gamma.
-#include "ops/group_norm.h"
+#include "group_norm.h"
 
 #include <cmath>
 #include <memory>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "core/error.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
+#include "../core/error.h"
 
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops {

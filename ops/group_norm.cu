@@ -17,9 +17,9 @@
 // Accumulation type = T (float for float32, double for float64); every order is fixed.
 #include <algorithm>
 
-#include "core/cuda_reduce.cuh"
-#include "core/cuda_utils.h"
-#include "ops/group_norm.h"
+#include "../core/cuda_reduce.cuh"
+#include "../core/cuda_utils.h"
+#include "group_norm.h"
 
 namespace tg::ops::detail {
 namespace {

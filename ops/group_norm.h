@@ -24,7 +24,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 namespace tg::ops {
 

@@ -1,11 +1,11 @@
 // L1 and smooth L1 losses (formulas in ops/loss.h).
-#include "ops/loss.h"
+#include "loss.h"
 
 #include <memory>
 
-#include "core/autograd.h"
-#include "ops/pointwise.h"
-#include "ops/reduce.h"
+#include "../core/autograd.h"
+#include "pointwise.h"
+#include "reduce.h"
 
 namespace tg::ops {
 namespace {

@@ -8,7 +8,7 @@
 // forward, one pointwise pass backward (per operand that needs a gradient).
 #pragma once
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 namespace tg::ops {
 

@@ -1,15 +1,15 @@
 // matmul (ops/matmul.h): validation, the Eigen path, dispatch and the autograd node.
-#include "ops/matmul.h"
+#include "matmul.h"
 
 #include <Eigen/Core>
 #include <memory>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "ops/pointwise.h"
-#include "ops/reduce.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
+#include "pointwise.h"
+#include "reduce.h"
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops {

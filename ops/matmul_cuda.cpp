@@ -5,9 +5,9 @@
 #include <mutex>
 #include <vector>
 
-#include "core/cuda_context.h"
-#include "core/cuda_utils.h"
-#include "ops/matmul.h"
+#include "../core/cuda_context.h"
+#include "../core/cuda_utils.h"
+#include "matmul.h"
 
 #define TG_CUBLAS_CHECK(expr)                                                  \
   do {                                                                         \

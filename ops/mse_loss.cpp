@@ -2,15 +2,15 @@
 //
 // L = mean((y - t)^2); saved y and t; dy = 2 (y - t) / numel * g, dt = -dy. The CPU forward
 // accumulates in double in index order; the backward computes dy and dt in one loop.
-#include "ops/mse_loss.h"
+#include "mse_loss.h"
 
 #include <memory>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops {

@@ -4,9 +4,9 @@
 // double over a grid-stride slice, the block reduces (warp shuffles, then one warp over the warp
 // sums) and writes one partial. Stage 2, one block sums the partials in a fixed order and divides
 // by n. Backward: one grid-stride kernel, one thread per element, writes dy and dt.
-#include "core/cuda_reduce.cuh"
-#include "core/cuda_utils.h"
-#include "ops/mse_loss.h"
+#include "../core/cuda_reduce.cuh"
+#include "../core/cuda_utils.h"
+#include "mse_loss.h"
 
 namespace tg::ops::detail {
 namespace {

@@ -1,18 +1,18 @@
 // The entries of ops/op_list.h. Values are kept where each op is smooth (away from 0 for div, log,
 // sqrt and pow; away from the kinks of abs, relu, clamp and the losses; without ties for maximum,
 // minimum and amax), so that central differences are valid.
-#include "ops/op_list.h"
+#include "op_list.h"
 
 #include <cmath>
 #include <sstream>
 
-#include "ops/elementwise.h"
-#include "ops/loss.h"
-#include "ops/matmul.h"
-#include "ops/mse_loss.h"
-#include "ops/reduce.h"
-#include "ops/shape.h"
-#include "ops/unary.h"
+#include "elementwise.h"
+#include "loss.h"
+#include "matmul.h"
+#include "mse_loss.h"
+#include "reduce.h"
+#include "shape.h"
+#include "unary.h"
 
 namespace tg::ops {
 namespace {

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "core/rng.h"
-#include "core/tensor.h"
+#include "../core/rng.h"
+#include "../core/tensor.h"
 
 namespace tg::ops {
 

@@ -1,12 +1,12 @@
 // The CPU loop of ops/pointwise.h and the tensor-level helpers (broadcasting, strided runs).
-#include "ops/pointwise.h"
+#include "pointwise.h"
 
 #include <algorithm>
 
-#include "core/cuda_context.h"
-#include "ops/reduce.h"
+#include "../core/cuda_context.h"
+#include "reduce.h"
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops::detail {

@@ -1,8 +1,8 @@
 // The CUDA kernel of ops/pointwise.h: one grid-stride loop, one thread per output element, that
 // evaluates apply_pointwise (the op is a kernel argument, uniform across the grid, so the switch
 // costs a predictable branch and the file compiles to two kernels, float and double).
-#include "core/cuda_utils.h"
-#include "ops/pointwise.h"
+#include "../core/cuda_utils.h"
+#include "pointwise.h"
 
 namespace tg::ops::detail {
 namespace {

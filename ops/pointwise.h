@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/tensor.h"
-#include "ops/pointwise_math.h"
+#include "../core/tensor.h"
+#include "pointwise_math.h"
 
 struct CUstream_st;
 

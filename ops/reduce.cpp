@@ -1,15 +1,15 @@
 // Reductions over dimensions: validation, the CPU loop, passes over runs of dimensions, autograd.
-#include "ops/reduce.h"
+#include "reduce.h"
 
 #include <algorithm>
 #include <limits>
 #include <memory>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "ops/pointwise.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
+#include "pointwise.h"
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::ops {

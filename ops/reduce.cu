@@ -2,8 +2,8 @@
 // Sums accumulate in double; maxima in T and propagate NaN. Fixed orders, no atomics.
 #include <math_constants.h>
 
-#include "core/cuda_utils.h"
-#include "ops/reduce.h"
+#include "../core/cuda_utils.h"
+#include "reduce.h"
 
 namespace tg::ops::detail {
 namespace {

@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 struct CUstream_st;
 

@@ -1,10 +1,10 @@
 // Shape ops (ops/shape.h): validation, strided copies through run_pointwise, autograd nodes.
-#include "ops/shape.h"
+#include "shape.h"
 
 #include <memory>
 
-#include "core/autograd.h"
-#include "ops/pointwise.h"
+#include "../core/autograd.h"
+#include "pointwise.h"
 
 namespace tg::ops {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <vector>
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 namespace tg::ops {
 

@@ -1,10 +1,10 @@
 // Unary elementwise ops (formulas in ops/unary.h): one pointwise pass forward, one backward.
-#include "ops/unary.h"
+#include "unary.h"
 
 #include <memory>
 
-#include "core/autograd.h"
-#include "ops/pointwise.h"
+#include "../core/autograd.h"
+#include "pointwise.h"
 
 namespace tg::ops {
 namespace {

@@ -7,7 +7,7 @@
 // tensors are a tg::Error.
 #pragma once
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 namespace tg::ops {
 

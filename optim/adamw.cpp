@@ -1,14 +1,14 @@
 // AdamW (optim/adamw.h): groups, validation, lazily created moments, the CPU loop and the CUDA
 // dispatch (kernel in optim/adamw.cu).
-#include "optim/adamw.h"
+#include "adamw.h"
 
 #include <cmath>
 #include <set>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
 #ifdef TG_WITH_CUDA
-#include "core/cuda_utils.h"
+#include "../core/cuda_utils.h"
 #endif
 
 namespace tg::optim {

@@ -5,8 +5,8 @@
 // the code of the CPU loop.
 #include <algorithm>
 
-#include "core/cuda_utils.h"
-#include "optim/adamw.h"
+#include "../core/cuda_utils.h"
+#include "adamw.h"
 
 namespace tg::optim::detail {
 namespace {

@@ -19,8 +19,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/tensor.h"
-#include "optim/optimizer.h"
+#include "../core/tensor.h"
+#include "optimizer.h"
 
 struct CUstream_st;
 

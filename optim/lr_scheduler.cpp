@@ -1,8 +1,8 @@
-#include "optim/lr_scheduler.h"
+#include "lr_scheduler.h"
 
 #include <cmath>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace tg::optim {
 

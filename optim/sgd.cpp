@@ -4,14 +4,14 @@
 //
 // Momentum buffers are created on a parameter's first update (uninitialised; the update writes
 // buf = g, flagged "fresh"), so a parameter that never had a gradient has no buffer, like PyTorch.
-#include "optim/sgd.h"
+#include "sgd.h"
 
 #include <cmath>
 #include <map>
 #include <set>
 #include <sstream>
 
-#include "core/autograd.h"
+#include "../core/autograd.h"
 
 namespace tg::optim {
 

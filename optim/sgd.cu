@@ -19,8 +19,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "core/cuda_utils.h"
-#include "optim/sgd.h"
+#include "../core/cuda_utils.h"
+#include "sgd.h"
 
 namespace tg::optim::detail {
 

@@ -24,9 +24,9 @@
 #include <utility>
 #include <vector>
 
-#include "core/memory.h"
-#include "core/tensor.h"
-#include "optim/optimizer.h"
+#include "../core/memory.h"
+#include "../core/tensor.h"
+#include "optimizer.h"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*; declared here so no CUDA header is needed
 struct CUevent_st;   // cudaEvent_t is CUevent_st*

@@ -26,6 +26,9 @@ fi
 PY_ARGS=()
 if [ -x /usr/bin/python3 ]; then PY_ARGS=(-DPython3_EXECUTABLE=/usr/bin/python3); fi
 
+echo "== library includes are relative (no consumer header can shadow ours)"
+python3 scripts/fix_includes.py --check
+
 echo "== build (TG_WITH_CUDA=$TG_CUDA) and test"
 cmake -S . -B build -G Ninja -DTG_WITH_CUDA="$TG_CUDA" -DCMAKE_BUILD_TYPE=Release "${PY_ARGS[@]}"
 cmake --build build -j "$JOBS"

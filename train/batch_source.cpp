@@ -1,9 +1,9 @@
-#include "train/batch_source.h"
+#include "batch_source.h"
 
-#include "core/cuda_context.h"
-#include "core/size.h"
+#include "../core/cuda_context.h"
+#include "../core/size.h"
 #ifdef TG_WITH_CUDA
-#include "train/batch_source_cuda.h"
+#include "batch_source_cuda.h"
 #endif
 
 namespace tg::train {

@@ -1,8 +1,8 @@
 // The device-resident batch source's gather (dst row i = src row rows[i]) and a test hook.
 // Thread mapping: blockIdx.y walks the rows, blockIdx.x and the threads the words of a row; 16-byte
 // words when rows and pointers allow it, else 4-byte words (every dtype's size divides a row).
-#include "core/cuda_utils.h"
-#include "train/batch_source_cuda.h"
+#include "../core/cuda_utils.h"
+#include "batch_source_cuda.h"
 
 namespace tg::train::detail {
 namespace {

@@ -19,8 +19,8 @@
 #include <memory>
 #include <string>
 
-#include "core/dtype.h"
-#include "io/dataset.h"
+#include "../core/dtype.h"
+#include "../io/dataset.h"
 
 namespace tg::train {
 

@@ -3,10 +3,10 @@
 #include <cstdio>
 #include <cstring>
 
-#include "core/cuda_context.h"
-#include "core/cuda_utils.h"
-#include "core/size.h"
-#include "train/batch_source_cuda.h"
+#include "../core/cuda_context.h"
+#include "../core/cuda_utils.h"
+#include "../core/size.h"
+#include "batch_source_cuda.h"
 
 namespace tg::train::detail {
 

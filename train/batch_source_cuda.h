@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "train/batch_source.h"
+#include "batch_source.h"
 
 namespace tg::train::detail {
 

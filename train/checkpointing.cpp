@@ -1,4 +1,4 @@
-#include "train/checkpointing.h"
+#include "checkpointing.h"
 
 #include <cstdio>
 

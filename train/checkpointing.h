@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "io/checkpoint.h"
-#include "optim/sgd.h"
-#include "train/config.h"
+#include "../io/checkpoint.h"
+#include "../optim/sgd.h"
+#include "config.h"
 
 namespace tg::train {
 

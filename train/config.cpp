@@ -1,4 +1,4 @@
-#include "train/config.h"
+#include "config.h"
 
 #include <cmath>
 #include <sstream>

@@ -1,6 +1,6 @@
-#include "train/loss_monitor.h"
+#include "loss_monitor.h"
 
-#include "core/cuda_context.h"
+#include "../core/cuda_context.h"
 
 namespace tg::train {
 

@@ -3,8 +3,8 @@
 // sync happens per step.
 #include <cuda_runtime.h>
 
-#include "core/cuda_utils.h"
-#include "train/loss_monitor.h"
+#include "../core/cuda_utils.h"
+#include "loss_monitor.h"
 
 namespace tg::train::detail {
 

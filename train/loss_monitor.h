@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "core/tensor.h"
+#include "../core/tensor.h"
 
 #ifndef TG_HOST_DEVICE
 #if defined(__CUDACC__)

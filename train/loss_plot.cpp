@@ -1,11 +1,11 @@
-#include "train/loss_plot.h"
+#include "loss_plot.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 
-#include "train/run_dir.h"
+#include "run_dir.h"
 
 namespace tg::train {
 

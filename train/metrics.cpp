@@ -1,4 +1,4 @@
-#include "train/metrics.h"
+#include "metrics.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,8 +10,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "train/run_dir.h"
+#include "../core/error.h"
+#include "run_dir.h"
 
 namespace tg::train {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "train/loss_plot.h"
+#include "loss_plot.h"
 
 namespace tg::train {
 

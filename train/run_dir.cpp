@@ -1,4 +1,4 @@
-#include "train/run_dir.h"
+#include "run_dir.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <regex>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace fs = std::filesystem;
 

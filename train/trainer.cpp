@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "trainer.h"
 
 #include <unistd.h>
 
@@ -10,22 +10,22 @@
 #include <filesystem>
 #include <thread>
 
-#include "core/autograd.h"
-#include "core/cuda_context.h"
-#include "core/size.h"
-#include "dist/process_group.h"
-#include "io/dataset.h"
-#include "io/synthetic.h"
-#include "nn/model.h"
-#include "ops/conv2d.h"
-#include "optim/sgd.h"
-#include "train/batch_source.h"
-#include "train/checkpointing.h"
-#include "train/loss_monitor.h"
-#include "train/loss_plot.h"
-#include "train/metrics.h"
-#include "train/progress.h"
-#include "train/run_dir.h"
+#include "../core/autograd.h"
+#include "../core/cuda_context.h"
+#include "../core/size.h"
+#include "../dist/process_group.h"
+#include "../io/dataset.h"
+#include "../io/synthetic.h"
+#include "../nn/model.h"
+#include "../ops/conv2d.h"
+#include "../optim/sgd.h"
+#include "batch_source.h"
+#include "checkpointing.h"
+#include "loss_monitor.h"
+#include "loss_plot.h"
+#include "metrics.h"
+#include "progress.h"
+#include "run_dir.h"
 
 namespace tg::train {
 

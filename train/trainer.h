@@ -22,8 +22,8 @@
 #include <functional>
 #include <memory>
 
-#include "core/tensor.h"
-#include "train/config.h"
+#include "../core/tensor.h"
+#include "config.h"
 
 namespace tg::nn {
 class Model;
