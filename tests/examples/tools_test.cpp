@@ -38,9 +38,9 @@ const std::string kTiny =
 
 TEST(ToolsBench, ABatchThatIsNotPositiveIsRefused) {
   // --batch 0 and -3 used to run the full reference size silently.
-  expect_usage_error(bench("--batch 0"), {"--batch", "0 not in range 1 to 65536"});
+  expect_usage_error(bench("--batch 0"), {"--batch", "0 not in range", "65536"});
   expect_usage_error(bench("--batch -3"), {"--batch", "-3 not in range"});
-  expect_usage_error(bench("--batch 100000"), {"--batch", "not in range 1 to 65536"});
+  expect_usage_error(bench("--batch 100000"), {"--batch", "not in range", "65536"});
 }
 
 TEST(ToolsBench, UnknownItemsAndSizesAreRefused) {
@@ -63,7 +63,7 @@ TEST(ToolsBench, AnUnwritableJsonPathIsRefusedBeforeMeasuring) {
 TEST(ToolsBench, SizesThatOverflowOrDoNotFitTheModelAreClearErrors) {
   // --size 3037000500: its square overflowed 64 bits in the byte counts.
   expect_usage_error(bench("--batch 1 --size 3037000500"),
-                     {"--size", "3037000500 not in range 1 to 65536"});
+                     {"--size", "3037000500 not in range", "65536"});
   expect_usage_error(bench("--size 3037000500"), {"--size"});
   expect_usage_error(bench("--batch 65536 --in-channels 65536 --out-channels 65536 --size 65536"),
                      {"[65536, 65536, 65536, 65536]", "more elements than fit in 64 bits"});
@@ -72,7 +72,7 @@ TEST(ToolsBench, SizesThatOverflowOrDoNotFitTheModelAreClearErrors) {
   expect_usage_error(bench("--size 64"), {"--size requires --batch"});
   expect_usage_error(bench("--batch 2 --sizes small"), {"--sizes excludes --batch"});
   expect_usage_error(bench("--reps 0"), {"--reps"});
-  expect_usage_error(bench("--reps 1000000"), {"--reps", "not in range 1 to 100000"});
+  expect_usage_error(bench("--reps 1000000"), {"--reps", "not in range", "100000"});
 }
 
 TEST(ToolsBench, ACustomSizeRunsAndWritesItsJson) {
@@ -95,7 +95,8 @@ TEST(ToolsGradcheck, AHugeBatchIsAClearError) {
   auto r = gradcheck("--batch 2305843009213693952");
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_CONTAINS(r.output, "--batch");
-  EXPECT_CONTAINS(r.output, "2305843009213693952 not in range 1 to 1024");
+  EXPECT_CONTAINS(r.output, "2305843009213693952 not in range");
+  EXPECT_CONTAINS(r.output, "1024");
 }
 
 TEST(ToolsGradcheck, OnlyTheFlagsTheOpUsesAreValidated) {
@@ -129,5 +130,6 @@ TEST(ToolsGradcheck, TheFlagsAnOpUsesAreValidatedWithTheOpNamed) {
   r = gradcheck("--op model --kernel 300");
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_CONTAINS(r.output, "--kernel");
-  EXPECT_CONTAINS(r.output, "not in range 1 to 255");
+  EXPECT_CONTAINS(r.output, "not in range");
+  EXPECT_CONTAINS(r.output, "255");
 }

@@ -72,9 +72,11 @@ TEST(CheckpointFormat, SafetensorsRunsWriteTheirFilesAndResumeBitForBit) {
   ASSERT_TRUE(stopped.state.has_value());
   EXPECT_EQ(stopped.state->step, 9);
   c.resume = c.output + "/last.safetensors";
-  train::Trainer resumed(c);
-  resumed.run();
-  EXPECT_EQ(flat(resumed.model().named_parameters()), want);
+  {
+    train::Trainer resumed(c);
+    resumed.run();
+    EXPECT_EQ(flat(resumed.model().named_parameters()), want);
+  }  // (its lock on the folder goes with it)
   EXPECT_TRUE(fs::exists(c.output + "/best.safetensors"));
   // A second run into the folder is refused, naming the safetensors checkpoint to resume from.
   EXPECT_ERROR_HAS(train::Trainer(fr.config("st", "safetensors")).run(), "already holds a run",
