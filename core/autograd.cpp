@@ -13,7 +13,7 @@ namespace {
 constexpr size_t kMinPruneAt = 16;
 
 std::atomic<uint64_t> g_next_tape_id{1};
-thread_local const uint64_t t_tape_id = g_next_tape_id.fetch_add(1);
+thread_local uint64_t t_tape_id = g_next_tape_id.fetch_add(1);  // TapeSwap changes it
 thread_local bool t_grad_mode = true;
 thread_local std::vector<std::shared_ptr<Node>> t_tape;
 thread_local size_t t_prune_at = kMinPruneAt;
@@ -245,8 +245,16 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
 
 void set_grad_ready_hook(GradReadyHook hook) { t_grad_ready_hook = std::move(hook); }
 
-TapeSwap::TapeSwap(std::vector<std::shared_ptr<Node>>& tape) : tape_(tape) { t_tape.swap(tape_); }
-TapeSwap::~TapeSwap() { t_tape.swap(tape_); }
+// A swapped-in tape has an identity of its own (its address, with the top bit set so that it never
+// equals a thread's number): its nodes pass the thread checks on whichever thread swaps it in.
+TapeSwap::TapeSwap(std::vector<std::shared_ptr<Node>>& tape) : tape_(tape), previous_id_(t_tape_id) {
+  t_tape.swap(tape_);
+  t_tape_id = (uint64_t(1) << 63) | uint64_t(reinterpret_cast<uintptr_t>(&tape));
+}
+TapeSwap::~TapeSwap() {
+  t_tape.swap(tape_);
+  t_tape_id = previous_id_;
+}
 
 size_t tape_size() { return t_tape.size(); }
 void clear_tape() {

@@ -134,7 +134,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
 /// Swaps this thread's tape with tape for the guard's lifetime, and back at its end: the ops run
 /// meanwhile record into tape, kept apart from the thread's own graph. A host framework
 /// (tapegrad_torch) holds one forward's nodes this way and runs their backward later, maybe on
-/// another thread, under a second guard.
+/// another thread, under a second guard (the swapped-in tape counts as that thread's own meanwhile).
 class TapeSwap {
  public:
   explicit TapeSwap(std::vector<std::shared_ptr<Node>>& tape);
@@ -144,6 +144,7 @@ class TapeSwap {
 
  private:
   std::vector<std::shared_ptr<Node>>& tape_;
+  uint64_t previous_id_;
 };
 
 /// Number of nodes on this thread's tape.

@@ -2,6 +2,8 @@
 // and a tape of its own.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <cstdlib>
 #include <vector>
 
@@ -48,6 +50,37 @@ TEST(External, TapeSwapKeepsAForwardApartAndRunsItsBackwardLater) {
   }
   EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{2, 4, 6}));
   EXPECT_EQ(tape.size(), 1u);  // retained: a second backward may follow
+}
+
+// PyTorch runs a CUDA backward on a thread of its own: a swapped-in tape's graph (a composition of
+// several nodes, so the engine walks it) runs backward there, past the thread checks.
+TEST(External, ASwappedInTapeRunsItsBackwardOnAnotherThread) {
+  Tensor x = Tensor::from_vector<float>({1, 2, 3}, {3}).set_requires_grad(true);
+  std::vector<std::shared_ptr<autograd::Node>> tape;
+  Tensor y;
+  {
+    autograd::TapeSwap swap(tape);
+    y = ops::mul(ops::mul(x, x), x);
+  }
+  ASSERT_EQ(tape.size(), 2u);
+  std::string error;
+  std::thread other([&] {
+    try {
+      autograd::TapeSwap swap(tape);
+      autograd::backward({y}, {Tensor::ones({3})}, /*retain_graph=*/true);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  other.join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{3, 12, 27}));
+  // Without the swap, the other thread is refused (the graph is not its own).
+  std::thread refused([&] {
+    error = tg::testing::error_of([&] { autograd::backward({y}, {Tensor::ones({3})}, true); });
+  });
+  refused.join();
+  EXPECT_CONTAINS(error, "recorded on another thread");
 }
 
 namespace {
