@@ -75,8 +75,14 @@ struct BlockCall {
 // Sets up the device, stream, allocator and TF32 switch for one call into tapegrad.
 class CallScope {
  public:
-  CallScope(const at::Device& device, bool tf32) : tf32_before_(tg::ops::conv::allow_tf32()) {
+  CallScope(const at::Device& device, bool tf32)
+      : tf32_before_(tg::ops::conv::allow_tf32()),
+        deterministic_before_(tg::ops::conv::deterministic()) {
     tg::ops::conv::set_allow_tf32(tf32);
+    // cuDNN's algorithms follow PyTorch's switches (torch.backends.cudnn.deterministic,
+    // torch.use_deterministic_algorithms); tapegrad's own kernels are deterministic anyway.
+    tg::ops::conv::set_deterministic(at::globalContext().deterministicCuDNN() ||
+                                     at::globalContext().deterministicAlgorithms());
     if (!device.is_cuda()) return;
 #ifdef TGT_WITH_CUDA
     TORCH_CHECK(tg::cuda::is_available(),
@@ -95,10 +101,13 @@ class CallScope {
                 device);
 #endif
   }
-  ~CallScope() { tg::ops::conv::set_allow_tf32(tf32_before_); }
+  ~CallScope() {
+    tg::ops::conv::set_allow_tf32(tf32_before_);
+    tg::ops::conv::set_deterministic(deterministic_before_);
+  }
 
  private:
-  bool tf32_before_;
+  bool tf32_before_, deterministic_before_;
 #ifdef TGT_WITH_CUDA
   std::unique_ptr<c10::cuda::CUDAGuard> guard_;
   std::unique_ptr<tg::cuda::StreamGuard> stream_;
