@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
 
-# Test-only packages (scripts/run.sh does not need them): PyTorch and h5py for the parity test
-# (tests/parity/torch_parity.py, which ctest reports as skipped without them).
-test_packages=(python3-torch python3-h5py)
+# Test-only packages (scripts/run.sh does not need them): PyTorch and h5py for the parity tests
+# (tests/parity/*.py, which ctest reports as skipped without them), and PyTorch's headers, pybind11
+# and setuptools for the tapegrad_torch extension (python/).
+test_packages=(python3-torch python3-h5py libtorch-dev pybind11-dev python3-setuptools)
 missing=()
 for p in "${test_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
