@@ -279,11 +279,16 @@ std::ifstream open_for_reading(const std::string& path) {
 
 // ---- checkpoint state -----------------------------------------------------------------------
 
-int64_t meta_int(const std::map<std::string, std::string>& m, const std::string& key,
-                 const std::string& path) {
+const std::string& meta_value(const std::map<std::string, std::string>& m, const std::string& key,
+                              const std::string& path) {
   auto it = m.find(key);
   TG_CHECK(it != m.end(), "load_checkpoint: '", path, "': the metadata has no '", key, "'");
-  const std::string& s = it->second;
+  return it->second;
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& m, const std::string& key,
+                 const std::string& path) {
+  const std::string& s = meta_value(m, key, path);
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, 10);
@@ -294,9 +299,7 @@ int64_t meta_int(const std::map<std::string, std::string>& m, const std::string&
 
 uint64_t meta_uint(const std::map<std::string, std::string>& m, const std::string& key,
                    const std::string& path) {
-  auto it = m.find(key);
-  TG_CHECK(it != m.end(), "load_checkpoint: '", path, "': the metadata has no '", key, "'");
-  const std::string& s = it->second;
+  const std::string& s = meta_value(m, key, path);
   char* end = nullptr;
   errno = 0;
   const unsigned long long v = std::strtoull(s.c_str(), &end, 10);

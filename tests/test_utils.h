@@ -14,6 +14,7 @@
 #include <limits>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_context.h"
@@ -54,6 +55,21 @@ inline double rel_l2(const Tensor& a, const Tensor& b) {
     den += y[i] * y[i];
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+/// EXPECTs that got holds want's (name, tensor) pairs in order: names, shapes, dtypes and values
+/// equal, every tensor on the host (what a checkpoint load returns).
+inline void expect_same(const std::vector<std::pair<std::string, Tensor>>& got,
+                        const std::vector<std::pair<std::string, Tensor>>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].first, want[i].first);
+    EXPECT_EQ(got[i].second.shape(), want[i].second.shape()) << want[i].first;
+    EXPECT_EQ(got[i].second.dtype(), want[i].second.dtype()) << want[i].first;
+    EXPECT_EQ(got[i].second.device(), Device::CPU);
+    EXPECT_EQ(got[i].second.to_vector<double>(), want[i].second.to_vector<double>())
+        << want[i].first;
+  }
 }
 
 /// max |a - b|

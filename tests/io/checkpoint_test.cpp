@@ -29,18 +29,6 @@ NamedTensors model_params(uint64_t seed) {
           {"extra.f64", Tensor::randn({2, 5}, seed + 6, DType::Float64)}};
 }
 
-void expect_same(const NamedTensors& got, const NamedTensors& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_EQ(got[i].first, want[i].first);
-    EXPECT_EQ(got[i].second.shape(), want[i].second.shape()) << want[i].first;
-    EXPECT_EQ(got[i].second.dtype(), want[i].second.dtype()) << want[i].first;
-    EXPECT_EQ(got[i].second.device(), Device::CPU);
-    EXPECT_EQ(got[i].second.to_vector<double>(), want[i].second.to_vector<double>())
-        << want[i].first;
-  }
-}
-
 TrainState make_state() {
   TrainState st;
   st.step = 1234567890123;

@@ -54,14 +54,6 @@ TrainState small_state() {
   return st;
 }
 
-void expect_same(const NamedTensors& got, const NamedTensors& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_EQ(got[i].first, want[i].first);
-    EXPECT_EQ(got[i].second.to_vector<double>(), want[i].second.to_vector<double>());
-  }
-}
-
 /// x and y (N, 1, 2, 2) / (N, 1, 1, 1) written normally.
 void write_small_data(const std::string& path, int64_t n = 4) {
   write_dataset(path, Tensor::randn({n, 1, 2, 2}, 11), Tensor::randn({n, 1, 1, 1}, 12));
