@@ -109,9 +109,12 @@ class ModelNewTest(unittest.TestCase):
                 self.assertLess(rel(a, b), 1e-10, f"{name}, {what}")
             else:
                 # 1e-5 of the truth, or twice Model's own float32 error where the problem is worse
-                # conditioned than that (tiny GroupNorm groups: seen 1.4e-5 on the GPU).
-                self.assertLess(rel(a, t), max(1e-5, 2 * rel(b, t)), f"{name} against float64, {what}")
-                self.assertLess(rel(a, b), 1e-5 + rel(b, t), f"{name} against Model, {what}")
+                # conditioned than that (tiny GroupNorm groups: seen 1.4e-5 on the GPU). Against
+                # Model the bound follows from that one by the triangle inequality: both round, in
+                # different directions (seen: 4.0e-5 apart with Model 3.7e-5 off the truth).
+                bound = max(1e-5, 2 * rel(b, t))
+                self.assertLess(rel(a, t), bound, f"{name} against float64, {what}")
+                self.assertLess(rel(a, b), bound + rel(b, t), f"{name} against Model, {what}")
 
     def test_equals_model_outputs_and_every_gradient(self):
         with strict_fp32():
