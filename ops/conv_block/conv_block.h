@@ -6,19 +6,19 @@
 // Paths, fastest first (conv_block_can_implement() says which one runs and why not a faster one):
 //   direct       CUDA float32, the (Cin, Cout, k) that the convolving fused kernels handle
 //                (ops/conv_block/direct.cu): the forward writes only z = conv(x) + conv_bias and
-//                per-(n, group) statistics; the backward is one pass over x, z and target that forms
-//                dz on the fly and accumulates the weight gradient without writing dz.
+//                per-(n, group) statistics; the backward is one pass over x, z and target that
+//                forms dz on the fly and accumulates the weight gradient without writing dz.
 //   epilogue     every other CUDA float32 block (ops/conv_block/epilogue.cu): cuDNN writes z, one
-//                pass over z (and the target) gives the statistics (and, for the loss, everything the
-//                backward reduces); the backward is one dz pass, then cuDNN's weight gradient (and
-//                dx only when x needs one). Neither s nor y is ever written for the loss.
+//                pass over z (and the target) gives the statistics (and, for the loss, everything
+//                the backward reduces); the backward is one dz pass, then cuDNN's weight gradient
+//                (and dx only when x needs one). Neither s nor y is ever written for the loss.
 //   fused-cpu    x on the CPU, float32 or float64 (ops/conv_block/cpu.cpp).
 //   composition  the unfused ops, for everything else: float64 on CUDA, a target that requires
 //                grad, sizes beyond the kernels' 32-bit indexing. The reason goes to stderr once
 //                per shape.
 // Saved for the backward: x, z, target, mean and rstd per (n, group), and a few per-channel and
-// per-group sums. Both fused CUDA paths are deterministic (fixed reduction orders, no float atomics;
-// the epilogue path's cuDNN calls too when ops::conv::set_deterministic(true)).
+// per-group sums. Both fused CUDA paths are deterministic (fixed reduction orders, no float
+// atomics; the epilogue path's cuDNN calls too when ops::conv::set_deterministic(true)).
 #pragma once
 
 #include <string>
@@ -58,8 +58,8 @@ ConvBlockPlan conv_block_can_implement(const Tensor& x, const ConvBlockParams& p
 /// "direct", "epilogue", "fused-cpu" or "composition".
 const char* conv_block_path_name(ConvBlockPath path);
 
-/// Process-wide: with false, blocks that the direct kernels handle take the epilogue path (for tests
-/// and benchmarks that compare the two; default true).
+/// Process-wide: with false, blocks that the direct kernels handle take the epilogue path (for
+/// tests and benchmarks that compare the two; default true).
 void conv_block_set_direct_enabled(bool value);
 bool conv_block_direct_enabled();
 

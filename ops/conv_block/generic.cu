@@ -8,19 +8,21 @@
 //                   two-pass: the chunk's float means K (of s) and L (of t), then in double the
 //                   shifted sums of s - K, t - L, their squares and their product, so the chunk's
 //                   mean, M2 and co-moment carry no cancellation. Writes b' (once per channel).
-//   moments_plane   one thread per (n, c): Chan's combination of the plane's chunks in order (double).
-//   moments_group   one thread per (n, g): mean and rstd (two-pass over the group's planes, as the CPU
-//                   path does); for the loss, per plane from the moments alone (y is affine in s):
-//                     sum d      = m * dbar,   dbar = a (sbar - mean) + beta - tbar,  a = gamma rstd
+//   moments_plane   one thread per (n, c): Chan's combination of the plane's chunks in order
+//                   (double).
+//   moments_group   one thread per (n, g): mean and rstd (two-pass over the group's planes, as the
+//                   CPU path does); for the loss, per plane from the moments alone (y is affine in
+//                   s), with a = gamma rstd and dbar = a (sbar - mean) + beta - tbar:
+//                     sum d      = m dbar
 //                     sum d xhat = rstd (a M2_s - C_st + m dbar (sbar - mean))
 //                     sum d^2    = a^2 M2_s - 2 a C_st + M2_t + m dbar^2
-//                   (mean and rstd as rounded to float, the values the backward uses), and from them
-//                   A = sum dy gamma and B = sum dy gamma xhat per (n, g).
+//                   (mean and rstd as rounded to float, the values the backward uses), and from
+//                   them A = sum dy gamma and B = sum dy gamma xhat per (n, g).
 //   moments_channel one block: dgamma, dbeta per channel (sums over n in order) and the loss.
-//   dz              per (n, c, chunk) like moments: dz = scale s (1 - s) rstd (dy gamma - A/M - xhat
-//                   B/M), recomputing s, xhat, y and dy from z and the target (or the given dy);
-//                   writes dz (optional) and per-(n, chunk) partials of d bias and d scale, which
-//                   backward_finalize (epilogue.cu) sums in fixed order.
+//   dz              per (n, c, chunk) like moments: dz = scale s (1 - s) rstd (dy gamma - A/M -
+//                   xhat B/M), recomputing s, xhat, y and dy from z and the target (or the given
+//                   dy); writes dz (optional) and per-(n, chunk) partials of d bias and d scale,
+//                   which backward_finalize (epilogue.cu) sums in fixed order.
 // No float atomics: every result has a fixed order of additions, so runs give the same bits.
 #include "../../core/cuda_reduce.cuh"
 #include "../../core/cuda_utils.h"
@@ -51,8 +53,8 @@ Chunking chunking(int64_t HW) {
   return c;
 }
 
-// Chan's combination of (n, mean, M2) statistics with a co-moment: (count na; ms, mt, m2s, m2t, cst)
-// += (nb; ...). With one variable only the first two fields are used.
+// Chan's combination of (count, mean, M2) statistics with a co-moment: (na; mean_s, M2_s, mean_t,
+// M2_t, C_st) += (nb; b[...]). With one variable (NV = 2) only the first two fields are used.
 template <int NV>
 __device__ void chan_add(double& na, double (&a)[5], double nb, const double* b) {
   if (nb <= 0) return;
@@ -143,8 +145,8 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 // plane[pl * NV] from its S chunks, in order.
 template <int NV>
-__global__ void moments_plane_kernel(const double* __restrict__ part, int planes, int S,
-                                     int64_t HW, int chunk, double* __restrict__ plane) {
+__global__ void moments_plane_kernel(const double* __restrict__ part, int planes, int S, int64_t HW,
+                                     int chunk, double* __restrict__ plane) {
   const int pl = blockIdx.x * blockDim.x + threadIdx.x;
   if (pl >= planes) return;
   double n = 0, a[5] = {0, 0, 0, 0, 0};
@@ -156,8 +158,8 @@ __global__ void moments_plane_kernel(const double* __restrict__ part, int planes
   for (int i = 0; i < NV; ++i) plane[size_t(pl) * NV + i] = a[i];
 }
 
-// Per (n, g): mean, rstd; with the loss also A, B, the group's sum of d^2 (sq) and, per plane, sum d
-// and sum d xhat (pd, 2 per plane). dy_scale turns sums of d into sums of dy (2 / numel).
+// Per (n, g): mean, rstd; with the loss also A, B, the group's sum of d^2 (sq) and, per plane,
+// sum d and sum d xhat (pd, 2 per plane). dy_scale turns sums of d into sums of dy (2 / numel).
 template <bool LOSS>
 __global__ void moments_group_kernel(const double* __restrict__ plane, int N, int C, int G,
                                      int64_t HW, double eps, const float* __restrict__ gamma,
@@ -299,13 +301,13 @@ void conv_block_moments_cuda(const ConvBlockMomentsArgs& a) {
   Tensor plane = scratch_f64(int64_t(planes) * NV);
   const int blocks = planes * ck.S;
   if (loss)
-    moments_kernel<true><<<blocks, ck.threads, 0, st>>>(a.z, a.target, a.conv_bias, a.bias,
-                                                        a.scale, C, HW, ck.chunk, ck.S,
-                                                        a.bias_eff, part.data<double>());
+    moments_kernel<true><<<blocks, ck.threads, 0, st>>>(a.z, a.target, a.conv_bias, a.bias, a.scale,
+                                                        C, HW, ck.chunk, ck.S, a.bias_eff,
+                                                        part.data<double>());
   else
-    moments_kernel<false><<<blocks, ck.threads, 0, st>>>(a.z, nullptr, a.conv_bias, a.bias,
-                                                         a.scale, C, HW, ck.chunk, ck.S,
-                                                         a.bias_eff, part.data<double>());
+    moments_kernel<false><<<blocks, ck.threads, 0, st>>>(a.z, nullptr, a.conv_bias, a.bias, a.scale,
+                                                         C, HW, ck.chunk, ck.S, a.bias_eff,
+                                                         part.data<double>());
   TG_CUDA_CHECK_LAUNCH();
   const int pgrid = (planes + 127) / 128;
   if (loss)
@@ -319,8 +321,8 @@ void conv_block_moments_cuda(const ConvBlockMomentsArgs& a) {
   const double numel = double(planes) * double(HW);
   if (!loss) {
     moments_group_kernel<false><<<ggrid, 128, 0, st>>>(plane.data<double>(), sh.N, C, sh.G, HW,
-                                                       a.eps, a.gamma, a.beta, 0.0, a.mean,
-                                                       a.rstd, nullptr, nullptr, nullptr, nullptr);
+                                                       a.eps, a.gamma, a.beta, 0.0, a.mean, a.rstd,
+                                                       nullptr, nullptr, nullptr, nullptr);
     TG_CUDA_CHECK_LAUNCH();
     return;
   }

@@ -1,7 +1,7 @@
 // conv_block and conv_block_mse_loss: validation, the choice of path (conv_block_can_implement),
 // the direct CUDA path and its autograd node (kernels: ops/conv_block/direct.cu and epilogue.cu),
-// the epilogue CUDA path and its node (cuDNN through ops/conv2d, kernels: generic.cu), the fused CPU
-// path's node (its passes: ops/conv_block/cpu.cpp), and the composition of the unfused ops for
+// the epilogue CUDA path and its node (cuDNN through ops/conv2d, kernels: generic.cu), the fused
+// CPU path's node (its passes: ops/conv_block/cpu.cpp), and the composition of the unfused ops for
 // everything else.
 #include <atomic>
 #include <iostream>
@@ -263,10 +263,11 @@ class ConvBlockNode : public ConvBlockNodeBase {
 };
 
 // ---- the epilogue path --------------------------------------------------------------------------
-// cuDNN writes z = conv(x) without conv_bias: b' = conv_bias + bias is folded into the bias that the
-// epilogue passes add anyway (the statistics pass writes it), so cuDNN's separate bias pass (a read
-// and a write of all of z, a third of the forward's traffic) never runs; the rounding differs from
-// (z + conv_bias) + bias by at most an ulp of z + b'. d conv_bias = d bias either way.
+// cuDNN writes z = conv(x) without conv_bias: b' = conv_bias + bias is folded into the bias that
+// the epilogue passes add anyway (the statistics pass writes it), so cuDNN's separate bias pass (a
+// read and a write of all of z: the forward's traffic would grow from 3P + X to 5P + X) never runs;
+// the rounding differs from (z + conv_bias) + bias by at most an ulp of z + b'. d conv_bias =
+// d bias either way.
 
 detail::Conv2dParams conv_params(const Tensor& x, const Tensor& weight) {
   return detail::conv2d_params(x, weight, Conv2dOptions{});
@@ -315,9 +316,9 @@ Forward epilogue_forward(const Tensor& x, const ConvBlockParams& p, const Tensor
   return r;
 }
 
-// The direct node's saved state, a different backward: one dz pass (dz written only when the
-// convolution's gradients need it, freed at the end), then cuDNN's weight gradient and, when x needs
-// a gradient, its data gradient. With a given dy the reductions run first (fused_reduce over z, dy).
+// The direct node's saved state (and b'), a different backward: one dz pass (dz written only when
+// the convolution's gradients need it, freed at the end), then cuDNN's weight gradient and, when x
+// needs a gradient, its data gradient. With a given dy the reductions run first (fused_reduce).
 class EpilogueNode : public ConvBlockNode {
  public:
   using ConvBlockNode::ConvBlockNode;
@@ -333,8 +334,9 @@ class EpilogueNode : public ConvBlockNode {
     fw.rstd = rstd_.get(op);
     fw.sh = sh_;
     const Tensor other = loss_ ? target_.get(op) : g[0];
-    TG_CHECK(other.shape() == fw.z.shape() && other.dtype() == DType::Float32 && other.is_cuda(), op,
-             ": backward expected a gradient like ", fw.z.describe(), ", got ", other.describe());
+    TG_CHECK(other.shape() == fw.z.shape() && other.dtype() == DType::Float32 && other.is_cuda(),
+             op, ": backward expected a gradient like ", fw.z.describe(), ", got ",
+             other.describe());
     const Reduced red = loss_ ? red_ : fused_reduce(fw, p, other, false);
     const bool need_dx = needs_input_grad(0), need_dw = needs_input_grad(1);
     const int cout = int(p.weight.size(0));
@@ -651,8 +653,8 @@ ConvBlockPlan plan(const Tensor& x, const ConvBlockParams& p, const Tensor* targ
                                 std::to_string(x.size(3)) + ")"};
   if (!x.is_cuda()) return {P::FusedCpu, ""};
   if (x.dtype() != DType::Float32)
-    return {P::Composition,
-            std::string(dtype_name(x.dtype())) + " on cuda: the fused CUDA kernels are float32 only"};
+    return {P::Composition, std::string(dtype_name(x.dtype())) +
+                                " on cuda: the fused CUDA kernels are float32 only"};
   const int64_t cout = p.weight.size(0);
   const int64_t znumel = x.size(0) * cout * (x.size(2) - k + 1) * (x.size(3) - k + 1);
   constexpr int64_t kMaxIndex = int64_t(1) << 31;
@@ -738,9 +740,8 @@ Tensor conv_block(const Tensor& x, const ConvBlockParams& p) {
   const ConvBlockPlan pl = plan(x, p, nullptr);
   switch (pl.path) {
     case ConvBlockPath::FusedCpu:
-      return dispatch_dtype(x.dtype(), [&](auto tag) {
-        return cpu_conv_block<decltype(tag)>(x, p);
-      });
+      return dispatch_dtype(x.dtype(),
+                            [&](auto tag) { return cpu_conv_block<decltype(tag)>(x, p); });
 #ifdef TG_WITH_CUDA
     case ConvBlockPath::DirectCuda:
       return cuda_conv_block(x, p, true);

@@ -354,7 +354,8 @@ TEST(ConvBlockCudaTf32, FusedMatchesFloat64ReferenceWithinTf32Error) {
   }
 }
 
-// ---- the choice of path, and the epilogue path (cuDNN convolutions + fused epilogue kernels) -----
+// ---- the choice of path, and the epilogue path (cuDNN convolutions + fused epilogue kernels)
+// -----
 
 namespace {
 
@@ -425,8 +426,9 @@ TEST(ConvBlockPlan, TheCompositionIsLoggedOncePerShape) {
   ops::conv_block_mse_loss(b.x, b.p, b.target);
   const std::string err = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(count_of(err, "\n"), 2) << err;
-  EXPECT_EQ(count_of(err, "tapegrad: conv_block_mse_loss x [1, 2, 5, 6] float32 cpu, weight "
-                          "[4, 2, 3, 3], groups 2: composition (the target requires grad"),
+  EXPECT_EQ(count_of(err,
+                     "tapegrad: conv_block_mse_loss x [1, 2, 5, 6] float32 cpu, weight "
+                     "[4, 2, 3, 3], groups 2: composition (the target requires grad"),
             1)
       << err;
   EXPECT_EQ(count_of(err, "x [1, 2, 6, 6] float32 cpu"), 1) << err;
@@ -448,8 +450,8 @@ TEST(ConvBlockPlanCuda, CudaPathsAndTheirReasons) {
   EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
   EXPECT_CONTAINS(pl.reason, "float64 on cuda");
 
-  Block direct = convert(make_block(1, 8, 32, 10, 10, 3, 8, DType::Float64, 45), Device::CUDA,
-                         DType::Float32);
+  Block direct =
+      convert(make_block(1, 8, 32, 10, 10, 3, 8, DType::Float64, 45), Device::CUDA, DType::Float32);
   pl = ops::conv_block_can_implement(direct.x, direct.p);
   EXPECT_EQ(pl.path, ops::ConvBlockPath::DirectCuda);
   EXPECT_EQ(pl.reason, "");
@@ -463,10 +465,10 @@ TEST(ConvBlockPlanCuda, CudaPathsAndTheirReasons) {
 
   // Sizes beyond 32-bit indices: a view that claims 46341^2 > 2^31 elements (never read).
   Tensor buf = Tensor::zeros({1}, DType::Float32, Device::CUDA);
-  Tensor huge = Tensor::from_external(buf.raw_data(), {1, 1, 46341, 46341}, DType::Float32,
-                                      Device::CUDA);
-  Block one = convert(make_block(1, 1, 1, 2, 2, 1, 1, DType::Float64, 46), Device::CUDA,
-                      DType::Float32);
+  Tensor huge =
+      Tensor::from_external(buf.raw_data(), {1, 1, 46341, 46341}, DType::Float32, Device::CUDA);
+  Block one =
+      convert(make_block(1, 1, 1, 2, 2, 1, 1, DType::Float64, 46), Device::CUDA, DType::Float32);
   pl = ops::conv_block_can_implement(huge, one.p);
   EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
   EXPECT_CONTAINS(pl.reason, "32 bits");
@@ -522,8 +524,8 @@ std::string epi_name(const ::testing::TestParamInfo<EpiParam>& info) {
 
 // Output, loss and every gradient (x's when asked for; the given-dy path and the loss path) of the
 // epilogue path against the float64 composition on the CPU. Bound: 1e-5 relative (TF32 off) or 2e-3
-// (TF32 on, SPEC "Precision"), or twice the float32 composition's own error on the GPU where that is
-// larger. One node on the tape; the path asserted, so a silent fallback fails.
+// (TF32 on, SPEC "Precision"), or twice the float32 composition's own error on the GPU where that
+// is larger. One node on the tape; the path asserted, so a silent fallback fails.
 TEST_P(ConvBlockEpilogue, MatchesFloat64Composition) {
   TG_SKIP_WITHOUT_GPU();
   const auto [s, tf32] = GetParam();
@@ -547,14 +549,16 @@ TEST_P(ConvBlockEpilogue, MatchesFloat64Composition) {
     if (with_x) v.push_back(b.x.grad());
     return v;
   };
-  auto expect_close = [&](const Tensor& e, const Tensor& c, const Tensor& r, const std::string& what) {
+  auto expect_close = [&](const Tensor& e, const Tensor& c, const Tensor& r,
+                          const std::string& what) {
     ASSERT_TRUE(e.defined()) << what;
     const double bound = std::max(tol, 2 * tg::testing::rel_l2(c, r));
     EXPECT_LT(tg::testing::rel_l2(e, r), bound) << what;
   };
   auto expect_grads = [&](Block& e, Block& c, Block& r, bool with_x, const char* what) {
     auto ge = grads(e, with_x), gc = grads(c, with_x), gr = grads(r, with_x);
-    for (size_t i = 0; i < ge.size(); ++i) expect_close(ge[i], gc[i], gr[i], std::string(names[i]) + what);
+    for (size_t i = 0; i < ge.size(); ++i)
+      expect_close(ge[i], gc[i], gr[i], std::string(names[i]) + what);
   };
 
   {  // forward without the tape: y written over z
@@ -607,8 +611,8 @@ TEST(ConvBlockEpilogueDeterminism, SameBitsTwice) {
   TG_SKIP_WITHOUT_GPU();
   DirectOff direct_off;
   DeterministicOn det;
-  Block b = convert(make_block(3, 7, 24, 37, 41, 3, 6, DType::Float64, 47), Device::CUDA,
-                    DType::Float32);
+  Block b =
+      convert(make_block(3, 7, 24, 37, 41, 3, 6, DType::Float64, 47), Device::CUDA, DType::Float32);
   b.x.set_requires_grad(true);
   ASSERT_EQ(ops::conv_block_can_implement(b.x, b.p).path, ops::ConvBlockPath::EpilogueCuda);
   Tensor dy = Tensor::randn({3, 24, 35, 39}, 18, DType::Float32, Device::CUDA);
