@@ -477,6 +477,10 @@ TEST(ConvBlockPlanCuda, CudaPathsAndTheirReasons) {
 struct EpiShape {
   int n, cin, cout, h, w, k, g;
 };
+void PrintTo(const EpiShape& s, std::ostream* os) {
+  *os << "N " << s.n << ", " << s.cin << " -> " << s.cout << ", " << s.h << "x" << s.w << ", k "
+      << s.k << ", G " << s.g;
+}
 
 // Hand-picked edges of the coverage, then seeded random draws across it (Cin 1..64, Cout 1..128,
 // k 1..7, G any divisor of Cout, odd sizes); groups of fewer than 8 values are avoided (GroupNorm's
