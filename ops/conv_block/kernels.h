@@ -45,6 +45,20 @@ struct ConvBlockBackwardArgs {
   float *dweight, *dconv_bias, *dbias, *dscale, *dgamma, *dbeta;  ///< any may be null
 };
 
+/// The epilogue path's forward passes over z = conv(x) (cuDNN's, without conv_bias) and, for the
+/// loss, the target (ops/conv_block/generic.cu).
+struct ConvBlockMomentsArgs {
+  int cout;
+  ConvBlockShape shape;
+  double eps;
+  const float *z, *target;  ///< target null: the statistics only (conv_block)
+  const float *conv_bias, *bias, *scale, *gamma, *beta;
+  float* bias_eff;           ///< (C): b' = conv_bias + bias, for the later passes
+  float *mean, *rstd;        ///< (N*G)
+  float *loss, *A, *B;       ///< with a target: as ConvBlockReduceArgs, for an output gradient of 1
+  float *dgamma_u, *dbeta_u; ///< with a target: (C)
+};
+
 /// Sizes of the CPU passes: z is (N, C, HxW) with G groups of C / G channels.
 struct ConvBlockCpuSizes {
   int64_t N, C, HxW, G;
@@ -95,6 +109,14 @@ void conv_block_stats_finalize_cuda(const float* tile_stats, int NG, int tiles, 
                                     float* mean, float* rstd);
 /// The backward's gradients from blocks per-CTA partials (WS weight values, Cout biases each).
 void conv_block_backward_finalize_cuda(const ConvBlockBackwardArgs& a, int blocks, int WS);
+
+/// The epilogue path (generic.cu): statistics (and, with a target, the loss and the backward's
+/// reductions) in one pass over z and the target, then small fixed-order finalize kernels.
+void conv_block_moments_cuda(const ConvBlockMomentsArgs& a);
+/// The epilogue path's backward without the convolutions: a.dz (may be null) and the gradients of
+/// conv_bias, bias, scale, gamma, beta (each may be null); a.bias is b', a.x, a.dweight and the
+/// partial buffers are not used.
+void conv_block_epilogue_dz_cuda(const ConvBlockBackwardArgs& a);
 
 }  // namespace detail
 }  // namespace tg::ops

@@ -1,7 +1,14 @@
-// conv_block and conv_block_mse_loss: validation, the choice of path, the fused CUDA path and its
-// autograd node (kernels: ops/conv_block/direct.cu and epilogue.cu), the fused CPU path's node (its
-// passes: ops/conv_block/cpu.cpp), and the composition of the unfused ops for everything else.
+// conv_block and conv_block_mse_loss: validation, the choice of path (conv_block_can_implement),
+// the direct CUDA path and its autograd node (kernels: ops/conv_block/direct.cu and epilogue.cu),
+// the epilogue CUDA path and its node (cuDNN through ops/conv2d, kernels: generic.cu), the fused
+// CPU path's node (its passes: ops/conv_block/cpu.cpp), and the composition of the unfused ops for
+// everything else.
+#include <atomic>
+#include <iostream>
 #include <memory>
+#include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "../../core/autograd.h"
@@ -87,6 +94,10 @@ class ConvBlockNodeBase : public autograd::Node {
   autograd::SavedTensor x_, weight_, bias_, scale_, gn_weight_, gn_bias_, target_, z_;
 };
 
+std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
+  return {x, p.weight, p.conv_bias, p.bias, p.scale, p.gn_weight, p.gn_bias};
+}
+
 #ifdef TG_WITH_CUDA
 const float* f(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 float* fm(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
@@ -94,6 +105,7 @@ float* fm(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 struct Forward {
   Tensor z, mean, rstd;
   detail::ConvBlockShape sh;
+  Tensor bias_eff;  ///< the epilogue path's b' = conv_bias + bias (z excludes conv_bias there)
 };
 
 Forward fused_forward(const Tensor& x, const ConvBlockParams& p) {
@@ -250,20 +262,198 @@ class ConvBlockNode : public ConvBlockNodeBase {
   Reduced red_;
 };
 
-std::shared_ptr<ConvBlockNode> make_cuda_node(bool loss, const Tensor& x, const ConvBlockParams& p,
-                                              const Forward& fw, const Tensor& target) {
-  auto n = std::make_shared<ConvBlockNode>(loss, p.groups);
+// ---- the epilogue path --------------------------------------------------------------------------
+// cuDNN writes z = conv(x) without conv_bias: b' = conv_bias + bias is folded into the bias that
+// the epilogue passes add anyway (the statistics pass writes it), so cuDNN's separate bias pass (a
+// read and a write of all of z: the forward's traffic would grow from 3P + X to 5P + X) never runs;
+// the rounding differs from (z + conv_bias) + bias by at most an ulp of z + b'. d conv_bias =
+// d bias either way.
+
+detail::Conv2dParams conv_params(const Tensor& x, const Tensor& weight) {
+  return detail::conv2d_params(x, weight, Conv2dOptions{});
+}
+
+// z, mean, rstd and b'; with a target also the loss and the backward's reductions (into red).
+Forward epilogue_forward(const Tensor& x, const ConvBlockParams& p, const Tensor& target,
+                         Reduced* red) {
+  const int N = int(x.size(0)), H = int(x.size(2)), W = int(x.size(3));
+  const int cout = int(p.weight.size(0)), k = int(p.weight.size(2)), G = int(p.groups);
+  Forward r;
+  r.sh = detail::conv_block_shape(N, H, W, k, G);
+  r.z = Tensor::empty({N, cout, r.sh.Ho, r.sh.Wo}, DType::Float32, Device::CUDA);
+  detail::conv2d_forward_cuda(conv_params(x, p.weight), DType::Float32, f(x), f(p.weight), nullptr,
+                              fm(r.z));
+  r.mean = Tensor::empty({N, G}, DType::Float32, Device::CUDA);
+  r.rstd = Tensor::empty({N, G}, DType::Float32, Device::CUDA);
+  r.bias_eff = Tensor::empty({cout}, DType::Float32, Device::CUDA);
+  detail::ConvBlockMomentsArgs a{};
+  a.cout = cout;
+  a.shape = r.sh;
+  a.eps = p.eps;
+  a.z = f(r.z);
+  a.target = f(target);
+  a.conv_bias = f(p.conv_bias);
+  a.bias = f(p.bias);
+  a.scale = f(p.scale);
+  a.gamma = f(p.gn_weight);
+  a.beta = f(p.gn_bias);
+  a.bias_eff = fm(r.bias_eff);
+  a.mean = fm(r.mean);
+  a.rstd = fm(r.rstd);
+  if (target.defined()) {
+    red->A = Tensor::empty({N, G}, DType::Float32, Device::CUDA);
+    red->B = Tensor::empty({N, G}, DType::Float32, Device::CUDA);
+    red->dgamma_u = Tensor::empty({cout}, DType::Float32, Device::CUDA);
+    red->dbeta_u = Tensor::empty({cout}, DType::Float32, Device::CUDA);
+    red->loss = Tensor::empty({}, DType::Float32, Device::CUDA);
+    a.loss = fm(red->loss);
+    a.A = fm(red->A);
+    a.B = fm(red->B);
+    a.dgamma_u = fm(red->dgamma_u);
+    a.dbeta_u = fm(red->dbeta_u);
+  }
+  detail::conv_block_moments_cuda(a);
+  return r;
+}
+
+// The direct node's saved state (and b'), a different backward: one dz pass (dz written only when
+// the convolution's gradients need it, freed at the end), then cuDNN's weight gradient and, when x
+// needs a gradient, its data gradient. With a given dy the reductions run first (fused_reduce).
+class EpilogueNode : public ConvBlockNode {
+ public:
+  using ConvBlockNode::ConvBlockNode;
+
+  std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
+    const char* op = name();
+    ConvBlockParams p = params();
+    const Shape bias_shape = p.bias.shape();
+    p.bias = bias_eff_;
+    Forward fw;
+    fw.z = z_.get(op);
+    fw.mean = mean_.get(op);
+    fw.rstd = rstd_.get(op);
+    fw.sh = sh_;
+    const Tensor other = loss_ ? target_.get(op) : g[0];
+    TG_CHECK(other.shape() == fw.z.shape() && other.dtype() == DType::Float32 && other.is_cuda(),
+             op, ": backward expected a gradient like ", fw.z.describe(), ", got ",
+             other.describe());
+    const Reduced red = loss_ ? red_ : fused_reduce(fw, p, other, false);
+    const bool need_dx = needs_input_grad(0), need_dw = needs_input_grad(1);
+    const int cout = int(p.weight.size(0));
+    std::vector<Tensor> out(inputs().size());
+    auto grad_like = [&](size_t i, const Shape& shape) {
+      if (needs_input_grad(i)) out[i] = Tensor::empty(shape, DType::Float32, Device::CUDA);
+      return fm(out[i]);
+    };
+    Tensor dz;
+    if (need_dx || need_dw) dz = Tensor::empty(fw.z.shape(), DType::Float32, Device::CUDA);
+    detail::ConvBlockBackwardArgs a{};
+    a.cout = cout;
+    a.shape = sh_;
+    a.loss_target = loss_;
+    a.z = f(fw.z);
+    a.other = f(other);
+    a.mean = f(fw.mean);
+    a.rstd = f(fw.rstd);
+    a.A = f(red.A);
+    a.B = f(red.B);
+    a.bias = f(p.bias);
+    a.scale = f(p.scale);
+    a.gamma = f(p.gn_weight);
+    a.beta = f(p.gn_bias);
+    a.gout = loss_ ? f(g[0]) : nullptr;
+    a.dy_scale = loss_ ? float(2.0 / double(fw.z.numel())) : 1.0f;
+    a.dgamma_u = f(red.dgamma_u);
+    a.dbeta_u = f(red.dbeta_u);
+    a.dz = fm(dz);
+    a.dconv_bias = grad_like(2, Shape{cout});
+    a.dbias = grad_like(3, bias_shape);
+    a.dscale = grad_like(4, p.scale.shape());
+    a.dgamma = grad_like(5, p.gn_weight.shape());
+    a.dbeta = grad_like(6, p.gn_bias.shape());
+    detail::conv_block_epilogue_dz_cuda(a);
+    if (dz.defined()) {
+      const Tensor& x = x_.get(op);
+      grad_like(0, x.shape());
+      grad_like(1, p.weight.shape());
+      detail::conv2d_backward_cuda(conv_params(x, p.weight), DType::Float32, f(x), f(p.weight),
+                                   f(dz), fm(out[0]), fm(out[1]), nullptr);
+    }
+    return out;
+  }
+
+  void release_saved() override {
+    ConvBlockNode::release_saved();
+    bias_eff_ = Tensor();
+  }
+
+  Tensor bias_eff_;
+};
+
+template <typename NodeT>
+std::shared_ptr<NodeT> make_cuda_node(bool loss, const Tensor& x, const ConvBlockParams& p,
+                                      const Forward& fw, const Tensor& target) {
+  auto n = std::make_shared<NodeT>(loss, p.groups);
   n->save(x, p, fw.z, target);
   n->mean_ = autograd::SavedTensor(fw.mean);
   n->rstd_ = autograd::SavedTensor(fw.rstd);
   n->sh_ = fw.sh;
   return n;
 }
-#endif
 
-std::vector<Tensor> all_inputs(const Tensor& x, const ConvBlockParams& p) {
-  return {x, p.weight, p.conv_bias, p.bias, p.scale, p.gn_weight, p.gn_bias};
+// Both CUDA paths of conv_block: the forward, y (over z without the tape) and the node.
+Tensor cuda_conv_block(const Tensor& x, const ConvBlockParams& p, bool direct) {
+  Forward fw = direct ? fused_forward(x, p) : epilogue_forward(x, p, Tensor(), nullptr);
+  const int cout = int(p.weight.size(0));
+  const bool record = autograd::should_record(all_inputs(x, p));
+  // Without the tape z is not needed afterwards: y overwrites it.
+  Tensor y = record ? Tensor::empty(fw.z.shape(), DType::Float32, Device::CUDA) : fw.z;
+  detail::conv_block_normalize_cuda(f(fw.z), f(fw.mean), f(fw.rstd),
+                                    direct ? f(p.bias) : f(fw.bias_eff), f(p.scale), f(p.gn_weight),
+                                    f(p.gn_bias), fw.sh, cout, fm(y));
+  if (record) {
+    if (direct) {
+      autograd::record(make_cuda_node<ConvBlockNode>(false, x, p, fw, Tensor()), all_inputs(x, p),
+                       {y});
+    } else {
+      auto node = make_cuda_node<EpilogueNode>(false, x, p, fw, Tensor());
+      node->bias_eff_ = fw.bias_eff;
+      autograd::record(node, all_inputs(x, p), {y});
+    }
+  } else {
+    y.bump_version();
+  }
+  return y;
 }
+
+Tensor cuda_conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tensor& target,
+                                bool direct) {
+  Reduced red;
+  Forward fw;
+  if (direct) {
+    fw = fused_forward(x, p);
+    red = fused_reduce(fw, p, target, true);
+  } else {
+    fw = epilogue_forward(x, p, target, &red);
+  }
+  Tensor loss = red.loss;
+  std::vector<Tensor> inputs = all_inputs(x, p);
+  inputs.push_back(target);
+  if (autograd::should_record(inputs)) {
+    if (direct) {
+      auto node = make_cuda_node<ConvBlockNode>(true, x, p, fw, target);
+      node->red_ = red;
+      autograd::record(node, inputs, {loss});
+    } else {
+      auto node = make_cuda_node<EpilogueNode>(true, x, p, fw, target);
+      node->red_ = red;
+      node->bias_eff_ = fw.bias_eff;
+      autograd::record(node, inputs, {loss});
+    }
+  }
+  return loss;
+}
+#endif
 
 // ---- the fused CPU path -------------------------------------------------------------------------
 
@@ -436,99 +626,155 @@ Tensor cpu_conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const 
   return loss;
 }
 
-}  // namespace
+// ---- the choice of path -------------------------------------------------------------------------
 
-bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {
 #ifdef TG_WITH_CUDA
-  validate(x, p, "conv_block");
+// "" when the direct kernels handle (cin, cout, k) with TF32 as given; otherwise why not. The one
+// place that asks direct.cu.
+std::string direct_check(int cin, int cout, int k, bool tf32) {
+  (void)tf32;
+  if (detail::conv_block_supported(cin, cout, k)) return "";
+  return "no direct kernel for Cin " + std::to_string(cin) + ", Cout " + std::to_string(cout) +
+         ", k " + std::to_string(k);
+}
+#endif
+
+std::atomic<bool> g_direct_enabled{true};
+
+ConvBlockPlan plan(const Tensor& x, const ConvBlockParams& p, const Tensor* target) {
+  using P = ConvBlockPath;
+  if (target && target->defined() && target->requires_grad())
+    return {P::Composition, "the target requires grad (the fused nodes give it none)"};
   const int64_t k = p.weight.size(2);
-  return x.is_cuda() && x.dtype() == DType::Float32 && x.size(2) >= k && x.size(3) >= k &&
-         x.numel() < (int64_t(1) << 31) &&
-         x.size(0) * p.weight.size(0) * (x.size(2) - k + 1) * (x.size(3) - k + 1) < (int64_t(1) << 31) &&
-         detail::conv_block_supported(int(x.size(1)), int(p.weight.size(0)), int(k));
+  if (x.numel() == 0) return {P::Composition, "x is empty"};
+  if (x.size(2) < k || x.size(3) < k)
+    return {P::Composition, "the kernel (" + std::to_string(k) + "x" + std::to_string(k) +
+                                ") is larger than the input (" + std::to_string(x.size(2)) + "x" +
+                                std::to_string(x.size(3)) + ")"};
+  if (!x.is_cuda()) return {P::FusedCpu, ""};
+  if (x.dtype() != DType::Float32)
+    return {P::Composition, std::string(dtype_name(x.dtype())) +
+                                " on cuda: the fused CUDA kernels are float32 only"};
+  const int64_t cout = p.weight.size(0);
+  const int64_t znumel = x.size(0) * cout * (x.size(2) - k + 1) * (x.size(3) - k + 1);
+  constexpr int64_t kMaxIndex = int64_t(1) << 31;
+  if (x.numel() >= kMaxIndex || znumel >= kMaxIndex)
+    return {P::Composition, "x has " + std::to_string(x.numel()) + " elements and z " +
+                                std::to_string(znumel) +
+                                ": the fused kernels index with 32 bits (at most 2^31 - 1)"};
+#ifdef TG_WITH_CUDA
+  if (!g_direct_enabled.load())
+    return {P::EpilogueCuda, "direct: disabled (conv_block_set_direct_enabled)"};
+  const std::string why = direct_check(int(x.size(1)), int(cout), int(k), conv::allow_tf32());
+  if (why.empty()) return {P::DirectCuda, ""};
+  return {P::EpilogueCuda, "direct: " + why};
 #else
-  (void)x;
-  (void)p;
-  return false;
+  return {P::Composition, "built without CUDA"};
 #endif
 }
 
-bool conv_block_fused_cpu_available(const Tensor& x, const ConvBlockParams& p) {
+// One stderr line per (op, shape, dtype, device, reason) that takes the composition.
+void log_composition(const char* op, const Tensor& x, const ConvBlockParams& p,
+                     const ConvBlockPlan& pl) {
+  static std::mutex mutex;
+  static std::set<std::string> seen;
+  const std::string line = std::string("tapegrad: ") + op + " x " + shape_str(x.shape()) + " " +
+                           dtype_name(x.dtype()) + " " + device_name(x.device()) + ", weight " +
+                           shape_str(p.weight.shape()) + ", groups " + std::to_string(p.groups) +
+                           ": composition (" + pl.reason + ")";
+  std::lock_guard<std::mutex> lock(mutex);
+  if (seen.insert(line).second) std::cerr << line << std::endl;
+}
+
+void check_target(const Tensor& x, const ConvBlockParams& p, const Tensor& target) {
+  const int64_t k = p.weight.size(2);
+  const Shape yshape{x.size(0), p.weight.size(0), x.size(2) - k + 1, x.size(3) - k + 1};
+  TG_CHECK(target.defined() && target.shape() == yshape,
+           "conv_block_mse_loss: expected a target of shape ", yshape, ", got ",
+           target.defined() ? shape_str(target.shape()) : std::string("an undefined tensor"));
+  TG_CHECK(target.dtype() == x.dtype() && target.device() == x.device(),
+           "conv_block_mse_loss: expected a ", dtype_name(x.dtype()), " ", device_name(x.device()),
+           " target, got ", target.describe());
+}
+
+}  // namespace
+
+const char* conv_block_path_name(ConvBlockPath path) {
+  switch (path) {
+    case ConvBlockPath::DirectCuda:
+      return "direct";
+    case ConvBlockPath::EpilogueCuda:
+      return "epilogue";
+    case ConvBlockPath::FusedCpu:
+      return "fused-cpu";
+    case ConvBlockPath::Composition:
+      break;
+  }
+  return "composition";
+}
+
+ConvBlockPlan conv_block_can_implement(const Tensor& x, const ConvBlockParams& p) {
   validate(x, p, "conv_block");
-  return !x.is_cuda() && x.numel() > 0 && x.size(2) >= p.weight.size(2) &&
-         x.size(3) >= p.weight.size(3);
+  return plan(x, p, nullptr);
+}
+
+ConvBlockPlan conv_block_can_implement(const Tensor& x, const ConvBlockParams& p,
+                                       const Tensor& target) {
+  validate(x, p, "conv_block_mse_loss");
+  return plan(x, p, &target);
+}
+
+void conv_block_set_direct_enabled(bool value) { g_direct_enabled.store(value); }
+bool conv_block_direct_enabled() { return g_direct_enabled.load(); }
+
+bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {
+  return conv_block_can_implement(x, p).path == ConvBlockPath::DirectCuda;
+}
+
+bool conv_block_fused_cpu_available(const Tensor& x, const ConvBlockParams& p) {
+  return conv_block_can_implement(x, p).path == ConvBlockPath::FusedCpu;
 }
 
 Tensor conv_block(const Tensor& x, const ConvBlockParams& p) {
   validate(x, p, "conv_block");
-  if (conv_block_fused_cpu_available(x, p)) {
-    return dispatch_dtype(x.dtype(), [&](auto tag) {
-      return cpu_conv_block<decltype(tag)>(x, p);
-    });
-  }
-  if (!conv_block_fused_available(x, p)) return composed(x, p);
+  const ConvBlockPlan pl = plan(x, p, nullptr);
+  switch (pl.path) {
+    case ConvBlockPath::FusedCpu:
+      return dispatch_dtype(x.dtype(),
+                            [&](auto tag) { return cpu_conv_block<decltype(tag)>(x, p); });
 #ifdef TG_WITH_CUDA
-  TG_CHECK(x.size(2) >= p.weight.size(2) && x.size(3) >= p.weight.size(3),
-           "conv_block: the kernel is larger than the input");
-  Forward fw = fused_forward(x, p);
-  const int cout = int(p.weight.size(0));
-  const bool record = autograd::should_record(all_inputs(x, p));
-  // Without the tape z is not needed afterwards: y overwrites it.
-  Tensor y = record ? Tensor::empty(fw.z.shape(), DType::Float32, Device::CUDA) : fw.z;
-  detail::conv_block_normalize_cuda(f(fw.z), f(fw.mean), f(fw.rstd), f(p.bias), f(p.scale),
-                                    f(p.gn_weight), f(p.gn_bias), fw.sh, cout, fm(y));
-  if (record) {
-    auto node = make_cuda_node(false, x, p, fw, Tensor());
-    autograd::record(node, all_inputs(x, p), {y});
-  } else {
-    y.bump_version();
-  }
-  return y;
-#else
-  return composed(x, p);
+    case ConvBlockPath::DirectCuda:
+      return cuda_conv_block(x, p, true);
+    case ConvBlockPath::EpilogueCuda:
+      return cuda_conv_block(x, p, false);
 #endif
+    default:
+      break;
+  }
+  log_composition("conv_block", x, p, pl);
+  return composed(x, p);
 }
 
 Tensor conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const Tensor& target) {
   validate(x, p, "conv_block_mse_loss");
-  // The fused node does not produce a gradient for the target; a target that wants one (rare: a
-  // gradient check) takes the composed path.
-  if (target.requires_grad()) return mse_loss(composed(x, p), target);
-  if (conv_block_fused_cpu_available(x, p)) {
-    const int64_t k = p.weight.size(2);
-    const Shape yshape{x.size(0), p.weight.size(0), x.size(2) - k + 1, x.size(3) - k + 1};
-    TG_CHECK(target.defined() && target.shape() == yshape,
-             "conv_block_mse_loss: expected a target of shape ", yshape, ", got ",
-             target.defined() ? shape_str(target.shape()) : std::string("an undefined tensor"));
-    TG_CHECK(target.dtype() == x.dtype() && !target.is_cuda(),
-             "conv_block_mse_loss: expected a ", dtype_name(x.dtype()), " cpu target, got ",
-             target.describe());
-    return dispatch_dtype(x.dtype(), [&](auto tag) {
-      return cpu_conv_block_mse_loss<decltype(tag)>(x, p, target);
-    });
-  }
-  if (!conv_block_fused_available(x, p)) return mse_loss(composed(x, p), target);
+  const ConvBlockPlan pl = plan(x, p, &target);
+  if (pl.path != ConvBlockPath::Composition) check_target(x, p, target);
+  switch (pl.path) {
+    case ConvBlockPath::FusedCpu:
+      return dispatch_dtype(x.dtype(), [&](auto tag) {
+        return cpu_conv_block_mse_loss<decltype(tag)>(x, p, target);
+      });
 #ifdef TG_WITH_CUDA
-  const int64_t k = p.weight.size(2);
-  Shape yshape{x.size(0), p.weight.size(0), x.size(2) - k + 1, x.size(3) - k + 1};
-  TG_CHECK(target.shape() == yshape, "conv_block_mse_loss: expected a target of shape ", yshape,
-           ", got ", target.shape());
-  TG_CHECK(target.dtype() == DType::Float32 && target.is_cuda(),
-           "conv_block_mse_loss: expected a float32 cuda target, got ", target.describe());
-  Forward fw = fused_forward(x, p);
-  Reduced red = fused_reduce(fw, p, target, true);
-  Tensor loss = red.loss;
-  auto inputs = all_inputs(x, p);
-  inputs.push_back(target);
-  if (autograd::should_record(inputs)) {
-    auto node = make_cuda_node(true, x, p, fw, target);
-    node->red_ = red;
-    autograd::record(node, inputs, {loss});
-  }
-  return loss;
-#else
-  return mse_loss(composed(x, p), target);
+    case ConvBlockPath::DirectCuda:
+      return cuda_conv_block_mse_loss(x, p, target, true);
+    case ConvBlockPath::EpilogueCuda:
+      return cuda_conv_block_mse_loss(x, p, target, false);
 #endif
+    default:
+      break;
+  }
+  log_composition("conv_block_mse_loss", x, p, pl);
+  return mse_loss(composed(x, p), target);
 }
 
 }  // namespace tg::ops

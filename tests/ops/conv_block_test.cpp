@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
@@ -347,5 +351,295 @@ TEST(ConvBlockCudaTf32, FusedMatchesFloat64ReferenceWithinTf32Error) {
     auto pg = gpu.params(), pr = ref.params();
     for (size_t i = 0; i < pg.size(); ++i)
       EXPECT_LT(tg::testing::rel_l2(pg[i].grad(), pr[i].grad()), 1e-2) << i << " shape " << h << "x" << w;
+  }
+}
+
+// ---- the choice of path, and the epilogue path (cuDNN convolutions + fused epilogue kernels)
+// -----
+
+namespace {
+
+// For the enclosing scope: the epilogue path also for blocks the direct kernels handle.
+struct DirectOff {
+  DirectOff() { ops::conv_block_set_direct_enabled(false); }
+  ~DirectOff() { ops::conv_block_set_direct_enabled(true); }
+};
+struct Tf32As {
+  explicit Tf32As(bool v) : old(ops::conv::allow_tf32()) { ops::conv::set_allow_tf32(v); }
+  ~Tf32As() { ops::conv::set_allow_tf32(old); }
+  bool old;
+};
+struct DeterministicOn {
+  DeterministicOn() : old(ops::conv::deterministic()) { ops::conv::set_deterministic(true); }
+  ~DeterministicOn() { ops::conv::set_deterministic(old); }
+  bool old;
+};
+
+int64_t count_of(const std::string& hay, const std::string& needle) {
+  int64_t n = 0;
+  for (size_t i = hay.find(needle); i != std::string::npos; i = hay.find(needle, i + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(ConvBlockPlan, CpuPathsAndTheirReasons) {
+  Block b = make_block(2, 3, 5, 7, 6, 3, 5, DType::Float32, 41);
+  ops::ConvBlockPlan pl = ops::conv_block_can_implement(b.x, b.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::FusedCpu);
+  EXPECT_EQ(pl.reason, "");
+  EXPECT_EQ(ops::conv_block_can_implement(b.x, b.p, b.target).path, ops::ConvBlockPath::FusedCpu);
+  Block d = convert(b, Device::CPU, DType::Float64);
+  EXPECT_EQ(ops::conv_block_can_implement(d.x, d.p).path, ops::ConvBlockPath::FusedCpu);
+  EXPECT_TRUE(ops::conv_block_fused_cpu_available(d.x, d.p));
+  EXPECT_FALSE(ops::conv_block_fused_available(d.x, d.p));
+
+  pl = ops::conv_block_can_implement(b.x, b.p, b.target.detach().set_requires_grad(true));
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
+  EXPECT_CONTAINS(pl.reason, "the target requires grad");
+  pl = ops::conv_block_can_implement(Tensor::zeros({0, 3, 7, 6}), b.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
+  EXPECT_EQ(pl.reason, "x is empty");
+  pl = ops::conv_block_can_implement(Tensor::zeros({1, 3, 7, 2}), b.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
+  EXPECT_EQ(pl.reason, "the kernel (3x3) is larger than the input (7x2)");
+  EXPECT_FALSE(ops::conv_block_fused_cpu_available(Tensor::zeros({1, 3, 7, 2}), b.p));
+
+  ops::ConvBlockParams bad = b.p;
+  bad.groups = 2;
+  EXPECT_ERROR_HAS(ops::conv_block_can_implement(b.x, bad), "conv_block",
+                   "groups to divide Cout = 5", "got 2");
+
+  EXPECT_STREQ(ops::conv_block_path_name(ops::ConvBlockPath::DirectCuda), "direct");
+  EXPECT_STREQ(ops::conv_block_path_name(ops::ConvBlockPath::EpilogueCuda), "epilogue");
+  EXPECT_STREQ(ops::conv_block_path_name(ops::ConvBlockPath::FusedCpu), "fused-cpu");
+  EXPECT_STREQ(ops::conv_block_path_name(ops::ConvBlockPath::Composition), "composition");
+}
+
+// A block that takes the composition says so on stderr once per shape (and op), with the reason.
+TEST(ConvBlockPlan, TheCompositionIsLoggedOncePerShape) {
+  Block a = make_block(1, 2, 4, 5, 6, 3, 2, DType::Float32, 42);
+  Block b = make_block(1, 2, 4, 6, 6, 3, 2, DType::Float32, 43);
+  for (Block* blk : {&a, &b}) blk->target.set_requires_grad(true);
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 3; ++i) ops::conv_block_mse_loss(a.x, a.p, a.target);
+  ops::conv_block_mse_loss(b.x, b.p, b.target);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_of(err, "\n"), 2) << err;
+  EXPECT_EQ(count_of(err,
+                     "tapegrad: conv_block_mse_loss x [1, 2, 5, 6] float32 cpu, weight "
+                     "[4, 2, 3, 3], groups 2: composition (the target requires grad"),
+            1)
+      << err;
+  EXPECT_EQ(count_of(err, "x [1, 2, 6, 6] float32 cpu"), 1) << err;
+}
+
+TEST(ConvBlockPlanCuda, CudaPathsAndTheirReasons) {
+  TG_SKIP_WITHOUT_GPU();
+  Block ref = make_block(2, 5, 6, 9, 8, 3, 3, DType::Float64, 44);
+  Block gpu = convert(ref, Device::CUDA, DType::Float32);
+  ops::ConvBlockPlan pl = ops::conv_block_can_implement(gpu.x, gpu.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::EpilogueCuda);
+  EXPECT_EQ(pl.reason.rfind("direct: ", 0), 0u) << pl.reason;
+  EXPECT_GT(pl.reason.size(), 8u);
+  EXPECT_FALSE(ops::conv_block_fused_available(gpu.x, gpu.p));
+  EXPECT_FALSE(ops::conv_block_fused_cpu_available(gpu.x, gpu.p));
+
+  Block g64 = convert(ref, Device::CUDA, DType::Float64);
+  pl = ops::conv_block_can_implement(g64.x, g64.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
+  EXPECT_CONTAINS(pl.reason, "float64 on cuda");
+
+  Block direct =
+      convert(make_block(1, 8, 32, 10, 10, 3, 8, DType::Float64, 45), Device::CUDA, DType::Float32);
+  pl = ops::conv_block_can_implement(direct.x, direct.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::DirectCuda);
+  EXPECT_EQ(pl.reason, "");
+  EXPECT_TRUE(ops::conv_block_fused_available(direct.x, direct.p));
+  {
+    DirectOff off;
+    pl = ops::conv_block_can_implement(direct.x, direct.p);
+    EXPECT_EQ(pl.path, ops::ConvBlockPath::EpilogueCuda);
+    EXPECT_CONTAINS(pl.reason, "disabled");
+  }
+
+  // Sizes beyond 32-bit indices: a view that claims 46341^2 > 2^31 elements (never read).
+  Tensor buf = Tensor::zeros({1}, DType::Float32, Device::CUDA);
+  Tensor huge =
+      Tensor::from_external(buf.raw_data(), {1, 1, 46341, 46341}, DType::Float32, Device::CUDA);
+  Block one =
+      convert(make_block(1, 1, 1, 2, 2, 1, 1, DType::Float64, 46), Device::CUDA, DType::Float32);
+  pl = ops::conv_block_can_implement(huge, one.p);
+  EXPECT_EQ(pl.path, ops::ConvBlockPath::Composition);
+  EXPECT_CONTAINS(pl.reason, "32 bits");
+}
+
+struct EpiShape {
+  int n, cin, cout, h, w, k, g;
+};
+void PrintTo(const EpiShape& s, std::ostream* os) {
+  *os << "N " << s.n << ", " << s.cin << " -> " << s.cout << ", " << s.h << "x" << s.w << ", k "
+      << s.k << ", G " << s.g;
+}
+
+// Hand-picked edges of the coverage, then seeded random draws across it (Cin 1..64, Cout 1..128,
+// k 1..7, G any divisor of Cout, odd sizes); groups of fewer than 8 values are avoided (GroupNorm's
+// backward is ill-conditioned there; the CPU tests cover them).
+std::vector<EpiShape> epilogue_shapes() {
+  std::vector<EpiShape> v = {
+      {2, 5, 6, 9, 8, 3, 3},        // odd channels and sizes
+      {1, 64, 128, 12, 11, 3, 32},  // the largest channels, N = 1
+      {3, 7, 5, 13, 10, 5, 5},      // Cout 5, G = Cout, k 5
+      {2, 16, 24, 9, 17, 1, 8},     // Cout 24, k 1
+      {2, 3, 8, 5, 5, 5, 1},        // H = W = k: a 1x1 output, G = 1
+      {2, 8, 32, 20, 70, 3, 8},     // the direct kernels' shape, on the epilogue path
+      {1, 2, 4, 75, 73, 7, 1},      // k 7, planes of 4623 pixels: three chunks, the last partial
+      {1, 4, 16, 48, 48, 3, 16},    // G = Cout, planes of 2116: two chunks
+  };
+  std::mt19937 rng(2026);
+  auto uni = [&](int lo, int hi) { return lo + int(rng() % uint32_t(hi - lo + 1)); };  // portable
+  while (v.size() < 16) {
+    EpiShape s{uni(1, 3), uni(1, 64), uni(1, 128), 0, 0, uni(1, 7), 1};
+    s.h = s.k + uni(0, 20);
+    s.w = s.k + uni(0, 20);
+    std::vector<int> divisors;
+    for (int d = 1; d <= s.cout; ++d)
+      if (s.cout % d == 0) divisors.push_back(d);
+    s.g = divisors[size_t(uni(0, int(divisors.size()) - 1))];
+    const int64_t hw = int64_t(s.h - s.k + 1) * (s.w - s.k + 1);
+    if ((s.cout / s.g) * hw < 8) s.g = 1;
+    if ((s.cout / s.g) * hw < 8) continue;
+    if (int64_t(s.n) * s.cin * s.cout * s.k * s.k * hw > 40'000'000) continue;  // CPU float64 cost
+    v.push_back(s);
+  }
+  return v;
+}
+
+using EpiParam = std::tuple<EpiShape, bool>;
+class ConvBlockEpilogue : public ::testing::TestWithParam<EpiParam> {};
+
+std::string epi_name(const ::testing::TestParamInfo<EpiParam>& info) {
+  const EpiShape& s = std::get<0>(info.param);
+  return std::to_string(info.index) + "_n" + std::to_string(s.n) + "_" + std::to_string(s.cin) +
+         "to" + std::to_string(s.cout) + "_" + std::to_string(s.h) + "x" + std::to_string(s.w) +
+         "_k" + std::to_string(s.k) + "_g" + std::to_string(s.g) +
+         (std::get<1>(info.param) ? "_tf32" : "_fp32");
+}
+
+// Output, loss and every gradient (x's when asked for; the given-dy path and the loss path) of the
+// epilogue path against the float64 composition on the CPU. Bound: 1e-5 relative (TF32 off) or 2e-3
+// (TF32 on, SPEC "Precision"), or twice the float32 composition's own error on the GPU where that
+// is larger. One node on the tape; the path asserted, so a silent fallback fails.
+TEST_P(ConvBlockEpilogue, MatchesFloat64Composition) {
+  TG_SKIP_WITHOUT_GPU();
+  const auto [s, tf32] = GetParam();
+  DirectOff direct_off;
+  Tf32As tf(tf32);
+  const double tol = tf32 ? 2e-3 : 1e-5;
+  const int64_t ho = s.h - s.k + 1, wo = s.w - s.k + 1, znumel = int64_t(s.n) * s.cout * ho * wo;
+  Block ref = make_block(s.n, s.cin, s.cout, s.h, s.w, s.k, s.g, DType::Float64,
+                         500 + s.cin * 131 + s.cout * 7 + s.h);
+  ref.x.set_requires_grad(true);
+  Block epi = convert(ref, Device::CUDA, DType::Float32);
+  Block cmp = convert(ref, Device::CUDA, DType::Float32);  // the float32 composition
+  for (Block* b : {&epi, &cmp}) b->x.set_requires_grad(true);
+  ASSERT_EQ(ops::conv_block_can_implement(epi.x, epi.p).path, ops::ConvBlockPath::EpilogueCuda);
+  ASSERT_EQ(ops::conv_block_can_implement(epi.x, epi.p, epi.target).path,
+            ops::ConvBlockPath::EpilogueCuda);
+  const char* names[] = {"weight", "conv_bias", "bias", "scale", "gn_weight", "gn_bias", "x"};
+  auto grads = [](Block& b, bool with_x) {
+    std::vector<Tensor> v;
+    for (auto& t : b.params()) v.push_back(t.grad());
+    if (with_x) v.push_back(b.x.grad());
+    return v;
+  };
+  auto expect_close = [&](const Tensor& e, const Tensor& c, const Tensor& r,
+                          const std::string& what) {
+    ASSERT_TRUE(e.defined()) << what;
+    const double bound = std::max(tol, 2 * tg::testing::rel_l2(c, r));
+    EXPECT_LT(tg::testing::rel_l2(e, r), bound) << what;
+  };
+  auto expect_grads = [&](Block& e, Block& c, Block& r, bool with_x, const char* what) {
+    auto ge = grads(e, with_x), gc = grads(c, with_x), gr = grads(r, with_x);
+    for (size_t i = 0; i < ge.size(); ++i)
+      expect_close(ge[i], gc[i], gr[i], std::string(names[i]) + what);
+  };
+
+  {  // forward without the tape: y written over z
+    autograd::NoGradGuard ng;
+    poison_cache(znumel);
+    expect_close(ops::conv_block(epi.x, epi.p), composed_block(cmp.x, cmp.p),
+                 composed_block(ref.x, ref.p), "y (no tape)");
+  }
+
+  // a given dy
+  Tensor dy = Tensor::randn({s.n, s.cout, ho, wo}, 17, DType::Float64);
+  poison_cache(znumel);
+  autograd::clear_tape();
+  Tensor y = ops::conv_block(epi.x, epi.p);
+  EXPECT_EQ(autograd::tape_size(), 1u) << "the epilogue path records one node";
+  Tensor yr = composed_block(ref.x, ref.p);
+  expect_close(y, composed_block(cmp.x, cmp.p).detach(), yr, "y");
+  y.backward(dy.to(DType::Float32).cuda());
+  yr.backward(dy);
+  composed_block(cmp.x, cmp.p).backward(dy.to(DType::Float32).cuda());
+  expect_grads(epi, cmp, ref, true, " (dy)");
+
+  // the loss, for an output gradient of 0.75, with and without x's gradient
+  for (bool want_dx : {false, true}) {
+    for (Block* b : {&epi, &cmp, &ref}) clear_grads(*b);
+    auto input = [&](Block& b) { return want_dx ? b.x : b.x.detach(); };
+    poison_cache(znumel);
+    autograd::clear_tape();
+    Tensor loss = ops::conv_block_mse_loss(input(epi), epi.p, epi.target);
+    EXPECT_EQ(autograd::tape_size(), 1u);
+    Tensor lr = ops::mse_loss(composed_block(input(ref), ref.p), ref.target);
+    Tensor lc = ops::mse_loss(composed_block(input(cmp), cmp.p), cmp.target);
+    expect_close(loss, lc.detach(), lr.detach(), "loss");
+    loss.backward(Tensor::full({}, 0.75, DType::Float32, Device::CUDA));
+    lr.backward(Tensor::full({}, 0.75, DType::Float64));
+    lc.backward(Tensor::full({}, 0.75, DType::Float32, Device::CUDA));
+    expect_grads(epi, cmp, ref, want_dx, want_dx ? " (loss, dx)" : " (loss)");
+    if (!want_dx) EXPECT_FALSE(epi.x.grad().defined()) << "dx computed though x needs no gradient";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Coverage, ConvBlockEpilogue,
+                         ::testing::Combine(::testing::ValuesIn(epilogue_shapes()),
+                                            ::testing::Bool()),
+                         epi_name);
+
+// Two runs give the same bits: the loss, y and every gradient, x's included (cuDNN restricted to
+// deterministic algorithms; the epilogue kernels are deterministic by construction).
+TEST(ConvBlockEpilogueDeterminism, SameBitsTwice) {
+  TG_SKIP_WITHOUT_GPU();
+  DirectOff direct_off;
+  DeterministicOn det;
+  Block b =
+      convert(make_block(3, 7, 24, 37, 41, 3, 6, DType::Float64, 47), Device::CUDA, DType::Float32);
+  b.x.set_requires_grad(true);
+  ASSERT_EQ(ops::conv_block_can_implement(b.x, b.p).path, ops::ConvBlockPath::EpilogueCuda);
+  Tensor dy = Tensor::randn({3, 24, 35, 39}, 18, DType::Float32, Device::CUDA);
+  std::vector<std::vector<float>> first;
+  for (int run = 0; run < 2; ++run) {
+    clear_grads(b);
+    std::vector<std::vector<float>> got;
+    Tensor loss = ops::conv_block_mse_loss(b.x, b.p, b.target);
+    got.push_back(loss.to_vector<float>());
+    loss.backward();
+    for (auto& t : b.params()) got.push_back(t.grad().to_vector<float>());
+    got.push_back(b.x.grad().to_vector<float>());
+    clear_grads(b);
+    Tensor y = ops::conv_block(b.x, b.p);
+    got.push_back(y.to_vector<float>());
+    y.backward(dy);
+    for (auto& t : b.params()) got.push_back(t.grad().to_vector<float>());
+    got.push_back(b.x.grad().to_vector<float>());
+    if (run == 0) {
+      first = std::move(got);
+    } else {
+      ASSERT_EQ(got.size(), first.size());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], first[i]) << "result " << i;
+    }
   }
 }
