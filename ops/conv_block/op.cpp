@@ -437,6 +437,9 @@ Tensor cuda_conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const
     fw = epilogue_forward(x, p, target, &red);
   }
   Tensor loss = red.loss;
+  // The node must not hold its own output: a loss dropped without a backward would keep its node
+  // (and everything saved) alive through the cycle, and the tape could never prune it.
+  red.loss = Tensor();
   std::vector<Tensor> inputs = all_inputs(x, p);
   inputs.push_back(target);
   if (autograd::should_record(inputs)) {
