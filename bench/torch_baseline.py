@@ -145,44 +145,48 @@ def bench_size(n, cin, cout, hw, k, groups, compile_mode, items, small=False):
     return {k: v for k, v in res.items() if items is None or k.split("/")[0] in items}
 
 
-def bench_sweep_shape(shape, modes, dev, warmup, reps):
-    """The forward and training step of one sweep shape under each mode, with the step's peak."""
+def bench_mode(shape, name, dev, warmup, reps):
+    """The forward and training step of one shape under one mode, and the step's peak memory."""
     n, cin, cout, hw, k, g = shape
     ho = hw - k + 1
+    mode = MODES[name]
+    if mode is not None and hasattr(torch, "_dynamo"):
+        torch._dynamo.reset()  # a fresh compile per shape: no recompile limit, no dynamic shapes
+    torch.manual_seed(0)
+    model = Model(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1)).to(dev)
+    x = torch.rand(n, cin, hw, hw, device=dev)
+    t = torch.randn(n, cout, ho, ho, device=dev)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def loss_fn(x, t):
+        return F.mse_loss(model(x), t)
+
+    fwd, loss = model, loss_fn
+    if mode is not None:
+        kw = {} if mode == "default" else {"mode": mode}
+        fwd, loss = torch.compile(model, **kw), torch.compile(loss_fn, **kw)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss(x, t).backward()
+        opt.step()
+
+    warm = warmup + (3 if mode is not None else 0)  # the first call compiles
+    with torch.no_grad():
+        res = {f"forward/{name}": time_ms(lambda: fwd(x), warm, reps, dev)}
+    res[f"train_step/{name}"] = time_ms(step, warm, reps, dev)
+    res[f"train_step_peak_bytes/{name}"] = peak_bytes(step, dev)
+    return res
+
+
+def bench_sweep_shape(shape, modes, dev, warmup, reps):
+    """bench_mode for each of modes, releasing the cached memory between them."""
     res = {}
     for name in modes:
-        mode = MODES[name]
-        if mode is not None and hasattr(torch, "_dynamo"):
-            torch._dynamo.reset()  # a fresh compile per shape: no recompile limit, no dynamic shapes
-        torch.manual_seed(0)
-        model = Model(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1)).to(dev)
-        x = torch.rand(n, cin, hw, hw, device=dev)
-        t = torch.randn(n, cout, ho, ho, device=dev)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-        def loss_fn(x, t):
-            return F.mse_loss(model(x), t)
-
-        if mode is None:
-            fwd, loss = model, loss_fn
-        else:
-            kw = {} if mode == "default" else {"mode": mode}
-            fwd, loss = torch.compile(model, **kw), torch.compile(loss_fn, **kw)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss(x, t).backward()
-            opt.step()
-
-        warm = warmup + (3 if mode is not None else 0)  # the first call compiles
-        with torch.no_grad():
-            res[f"forward/{name}"] = time_ms(lambda: fwd(x), warm, reps, dev)
-        res[f"train_step/{name}"] = time_ms(step, warm, reps, dev)
-        res[f"train_step_peak_bytes/{name}"] = peak_bytes(step, dev)
+        res.update(bench_mode(shape, name, dev, warmup, reps))
         print(f"torch_baseline: {sweep_shapes.title(shape)} {name}: step "
               f"{res[f'train_step/{name}']['median_ms']:.3f} ms, forward "
               f"{res[f'forward/{name}']['median_ms']:.3f} ms", file=sys.stderr, flush=True)
-        del model, opt, fwd, loss, x, t
         if dev == "cuda":
             torch.cuda.empty_cache()
     return res
