@@ -206,6 +206,7 @@ double bytes_of(const std::vector<Tensor>& ts) {
 void bench_op_list(Device dev, int warmup, int reps, int64_t elements, json& js) {
   std::printf("op_list    (float32, inputs of about %lld elements: --op-elements)\n",
               static_cast<long long>(elements));
+  js["op_elements"] = elements;
   Generator gen(7);
   for (const ops::OpEntry& e : ops::op_list()) {
     ops::OpCase c = e.make_bench(gen, DType::Float32, dev, elements);
@@ -216,15 +217,17 @@ void bench_op_list(Device dev, int warmup, int reps, int64_t elements, json& js)
       const std::vector<Tensor> out = c.fn(c.inputs);
       floor += bytes_of(out);
       for (size_t i = 0; i < out.size(); ++i)
-        grads.push_back(out[i].dim() == 0 ? Tensor::ones({}, DType::Float32, dev)
-                                          : Tensor::randn(out[i].shape(), 100 + i, DType::Float32, dev));
+        grads.push_back(out[i].dim() == 0
+                            ? Tensor::ones({}, DType::Float32, dev)
+                            : Tensor::randn(out[i].shape(), 100 + i, DType::Float32, dev));
     }
     json shapes = json::array();
     for (const Tensor& t : c.inputs) shapes.push_back(t.shape());
     js[e.name + "_inputs"] = shapes;
     {
       autograd::NoGradGuard ng;
-      report(js, "op_list", e.name + "_fwd", time_it(dev, warmup, reps, [&] { c.fn(c.inputs); }), floor);
+      report(js, "op_list", e.name + "_fwd",
+             time_it(dev, warmup, reps, [&] { c.fn(c.inputs); }), floor);
     }
     report(js, "op_list", e.name + "_fwd_bwd", time_it(dev, warmup, reps, [&] {
              autograd::backward(c.fn(c.inputs), grads);

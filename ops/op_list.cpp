@@ -118,7 +118,12 @@ std::vector<OpEntry> build() {
   l.emplace_back("matmul", [](Generator& g, DType dt, Device dev, int64_t elements) {
     const int64_t s = std::max<int64_t>(1, int64_t(std::sqrt(double(elements) / 8)));
     int64_t B = 8, M = s, K = s, N = s;
-    if (elements == 0) B = odd_size(g, 1, 3), M = odd_size(g, 1, 5), K = odd_size(g, 1, 5), N = odd_size(g, 1, 5);
+    if (elements == 0) {
+      B = odd_size(g, 1, 3);
+      M = odd_size(g, 1, 5);
+      K = odd_size(g, 1, 5);
+      N = odd_size(g, 1, 5);
+    }
     return OpCase{{values({B, M, K}, g, dt, dev), values({B, K, N}, g, dt, dev)}, {"a", "b"},
                   [](const std::vector<Tensor>& in) { return std::vector<Tensor>{matmul(in[0], in[1])}; }};
   });
@@ -141,7 +146,8 @@ OpEntry::OpEntry(std::string name_, SizedMake make_sized)
     : name(std::move(name_)),
       make([make_sized](Generator& g, DType dt, Device dev) { return make_sized(g, dt, dev, 0); }),
       make_bench([make_sized, n = name](Generator& g, DType dt, Device dev, int64_t elements) {
-        TG_CHECK(elements >= 1, "op '", n, "': a benchmark case needs elements >= 1, got ", elements);
+        TG_CHECK(elements >= 1, "op '", n, "': a benchmark case needs elements >= 1, got ",
+                 elements);
         return make_sized(g, dt, dev, elements);
       }) {}
 

@@ -26,7 +26,8 @@ struct OpEntry {
   /// Builds a case in dtype on device with values drawn from gen: for elements == 0, gradcheck's
   /// small shapes drawn from gen; otherwise fixed benchmark shapes with about elements elements in
   /// each large input (a broadcast operand may be smaller).
-  using SizedMake = std::function<OpCase(Generator& gen, DType dtype, Device device, int64_t elements)>;
+  using SizedMake =
+      std::function<OpCase(Generator& gen, DType dtype, Device device, int64_t elements)>;
 
   OpEntry(std::string name, SizedMake make_sized);
 
