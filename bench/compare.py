@@ -2,13 +2,15 @@
 """Side-by-side tables of tg-bench and bench/torch_baseline.py results (their --json files).
 
     compare.py TG_JSON TORCH_JSON                     # tg-bench's items beside eager and compile
-    compare.py --sweep TORCH_JSON TG_JSON [TG_JSON ...]   # scripts/bench.sh --sweep: one Markdown
+    compare.py --sweep JSON [JSON ...]                # scripts/bench.sh --sweep: one Markdown
         table, a row per shape: training step and forward of tapegrad, eager, compile (default
         mode) and autotune (max-autotune-no-cudagraphs), tapegrad over the better compile, the
         step's peak memory, and the path tapegrad's block took
 
-A TG_JSON of the sweep is one tg-bench run of a custom size (--batch ...): its shape and path are in
-its results. A value that was not measured (a mode left out, a run that failed) prints as "-".
+The sweep's files are tg-bench runs of custom sizes (--batch ...: their shape and path are in their
+results) and torch_baseline.py --shapes runs, in any number and order (the files of several
+partial sweeps join into one table; rows follow the order in which shapes first appear). A value
+that was not measured (a mode left out, a run that failed) prints as "-".
 """
 import argparse
 import json
@@ -75,28 +77,31 @@ def sweep_row(shape, tg, pt):
     return cells
 
 
-def sweep(pt, tg_runs):
-    """tg_runs: tg-bench JSON documents, one per shape, in the order of the rows."""
-    rows, seen = [], set()
-    for doc in tg_runs:
-        for res in doc["results"].values():
-            if "shape" not in res:
-                continue
-            shape = tg_shape(res)
-            seen.add(shape)
-            rows.append(sweep_row(shape, res, pt["results"].get(sweep_shapes.label(shape), {})))
-    for lab, res in pt["results"].items():  # shapes torch measured and tapegrad did not
-        shape = sweep_shapes.parse_shape(lab)
-        if shape not in seen:
-            rows.append(sweep_row(shape, {}, res))
-    modes = ", ".join(m if v is None else f"{m} (torch.compile mode {v})"
-                      for m, v in pt.get("modes", {}).items())
-    where = (f"GPU: {pt['gpu']}, cuDNN {pt.get('cudnn')} (TF32 convolutions, cudnn.benchmark)"
-             if "gpu" in pt else f"device: {pt.get('device')}")
-    print(f"{where}, PyTorch {pt.get('torch')}; measured: {modes}. Medians in ms; tg / best "
-          "compile: tapegrad over the faster of compile and autotune; peak: the training step's "
-          "torch.cuda.max_memory_allocated (tapegrad: its allocator's peak), x and target "
-          "included; compile peak: the lower of the two.")
+def sweep(docs):
+    """docs: tg-bench runs of custom sizes and torch_baseline --shapes runs, in any mix; the rows
+    follow the order in which the shapes first appear."""
+    order, tg, pt, meta, modes = [], {}, {}, {}, {}
+    for doc in docs:
+        if "modes" in doc:  # torch_baseline.py --shapes
+            meta = meta or doc
+            modes.update(doc["modes"])
+            for lab, res in doc["results"].items():
+                shape = sweep_shapes.parse_shape(lab)
+                pt.setdefault(shape, {}).update(res)
+                order.append(shape)
+        else:
+            for res in doc["results"].values():
+                if "shape" in res:
+                    tg[tg_shape(res)] = res
+                    order.append(tg_shape(res))
+    rows = [sweep_row(s, tg.get(s, {}), pt.get(s, {})) for s in dict.fromkeys(order)]
+    modes = ", ".join(m if v is None else f"{m} (torch.compile mode {v})" for m, v in modes.items())
+    where = (f"GPU: {meta['gpu']}, cuDNN {meta.get('cudnn')} (TF32 convolutions, cudnn.benchmark)"
+             if "gpu" in meta else f"device: {meta.get('device', '-')}")
+    print(f"{where}, PyTorch {meta.get('torch', '-')}; measured: {modes or 'nothing'}. Medians in "
+          "ms; tg / best compile: tapegrad over the faster of compile and autotune; peak: the "
+          "training step's torch.cuda.max_memory_allocated (tapegrad: its allocator's peak), x and "
+          "target included; compile peak: the lower of the two.")
     print()
     head = ["N, Cin -> Cout, HxW, k, G", "tapegrad path",
             "step tg", "eager", "compile", "autotune", "tg / best compile",
@@ -121,9 +126,7 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             ap.error(f"cannot read the results {path}: {e}")
     if args.sweep:
-        if len(docs) < 1:
-            ap.error("--sweep: expected TORCH_JSON and then tg-bench's JSON files")
-        sweep(docs[0], docs[1:])
+        sweep(docs)
     else:
         if len(docs) != 2:
             ap.error(f"expected TG_JSON TORCH_JSON, got {len(docs)} files")

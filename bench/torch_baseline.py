@@ -252,6 +252,7 @@ def main(argv=None):
            "results": {}}
     if dev == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
+    if args.shapes is None:
         # measured device copy bandwidth (bytes read + written per second)
         buf = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
         dst = torch.empty_like(buf)

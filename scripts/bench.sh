@@ -11,14 +11,16 @@
 # forward and train_step (with its peak memory and the block's path), and then
 # bench/torch_baseline.py's forward and training step in eager, torch.compile (default mode) and
 # torch.compile mode="max-autotune-no-cudagraphs" (minutes of compiling per shape; --no-autotune
-# leaves it out), each with its peak memory. Files: $OUT/sweep/tg-<shape>.json, torch.json,
-# torch.log, table.md. REPS (default 20) sets the timed runs of both sides; TG_BENCH_ARGS and
+# leaves it out), each with its peak memory, and rewrites the table. Files: $OUT/sweep/
+# tg-<shape>.json, torch-<shape>.json, tg-bench.txt, torch.log, table.md; the JSON files of several
+# partial sweeps join into one table with bench/compare.py --sweep A/*.json B/*.json.
+# REPS (default 20) sets the timed runs of both sides; TG_BENCH_ARGS and
 # TORCH_ARGS pass more flags through; TG_BENCH (a built tg-bench: no build then) and PYTHON (default
 # python3) pick the programs. Bad arguments exit 2 before anything is built.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 SWEEP=0 SHAPES="" DEFAULTS=1 AUTOTUNE=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -68,34 +70,33 @@ if [ $SWEEP -eq 0 ]; then
   exit 0
 fi
 
-# The sweep: tapegrad first (all shapes), then PyTorch, so that neither holds memory the other needs.
+# The sweep, shape by shape: tg-bench, then PyTorch in a process of its own (no memory or compiled
+# graphs left from another shape), then the table so far, so that a run cut short keeps its rows.
 DIR="$OUT/sweep"
 mkdir -p "$DIR"
-rm -f "$DIR"/tg-*.json "$DIR/torch.json"
-tg_files=() torch_shapes="" status=0
+rm -f "$DIR"/tg-*.json "$DIR"/torch-*.json
 : >"$DIR/tg-bench.txt"
+: >"$DIR/torch.log"
+status=0 results=()
+torch_flags=(--reps "$REPS")
+[ $AUTOTUNE -eq 1 ] || torch_flags+=(--no-autotune)
 while read -r n cin cout hw k g; do
-  json="$DIR/tg-${n}_${cin}_${cout}_${hw}_${k}_${g}.json"
-  echo "== tg-bench $n, $cin -> $cout, $hw, k$k, G$g" | tee -a "$DIR/tg-bench.txt"
-  if "$TG_BENCH" --batch "$n" --in-channels "$cin" --out-channels "$cout" --size "$hw" \
-      --kernel "$k" --groups "$g" --items forward,train_step --reps "$REPS" --json "$json" \
-      ${TG_BENCH_ARGS:-} 2>&1 | tee -a "$DIR/tg-bench.txt"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
-    tg_files+=("$json")
-  else
-    echo "bench.sh: tg-bench failed on $n,$cin,$cout,$hw,$k,$g (its row shows '-')" >&2
+  name="${n}_${cin}_${cout}_${hw}_${k}_${g}"
+  echo "== $n, $cin -> $cout, $hw, k$k, G$g: tg-bench" | tee -a "$DIR/tg-bench.txt"
+  "$TG_BENCH" --batch "$n" --in-channels "$cin" --out-channels "$cout" --size "$hw" --kernel "$k" \
+    --groups "$g" --items forward,train_step --reps "$REPS" --json "$DIR/tg-$name.json" \
+    ${TG_BENCH_ARGS:-} 2>&1 | tee -a "$DIR/tg-bench.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "bench.sh: tg-bench failed on $n,$cin,$cout,$hw,$k,$g" >&2; status=1; }
+  echo "== $n, $cin -> $cout, $hw, k$k, G$g: bench/torch_baseline.py (log: $DIR/torch.log)"
+  if ! PYTHONUNBUFFERED=1 "$PYTHON" bench/torch_baseline.py --shapes "$n,$cin,$cout,$hw,$k,$g" \
+      "${torch_flags[@]}" --json "$DIR/torch-$name.json" ${TORCH_ARGS:-} >>"$DIR/torch.log" 2>&1; then
+    tail -5 "$DIR/torch.log"
+    echo "bench.sh: bench/torch_baseline.py failed on $n,$cin,$cout,$hw,$k,$g" >&2
+    rm -f "$DIR/torch-$name.json"
     status=1
   fi
-  torch_shapes+="$n,$cin,$cout,$hw,$k,$g;"
+  for f in "$DIR/tg-$name.json" "$DIR/torch-$name.json"; do [ -f "$f" ] && results+=("$f"); done
+  [ ${#results[@]} -eq 0 ] || "$PYTHON" bench/compare.py --sweep "${results[@]}" >"$DIR/table.md"
 done <<<"$SHAPE_LINES"
-
-torch_args=(--shapes "$torch_shapes" --reps "$REPS" --json "$DIR/torch.json")
-[ $AUTOTUNE -eq 1 ] || torch_args+=(--no-autotune)
-echo "== bench/torch_baseline.py (log: $DIR/torch.log)"
-if ! PYTHONUNBUFFERED=1 "$PYTHON" bench/torch_baseline.py "${torch_args[@]}" ${TORCH_ARGS:-} \
-    >"$DIR/torch.log" 2>&1; then
-  tail -20 "$DIR/torch.log"
-  echo "bench.sh: bench/torch_baseline.py failed; see $DIR/torch.log" >&2
-  exit 1
-fi
-"$PYTHON" bench/compare.py --sweep "$DIR/torch.json" "${tg_files[@]}" | tee "$DIR/table.md"
+[ ${#results[@]} -eq 0 ] || cat "$DIR/table.md"
 exit $status

@@ -95,10 +95,10 @@ def tg_doc(shape, step, fwd, peak, path="fused CUDA"):
 
 
 class SweepTable(unittest.TestCase):
-    def table(self, pt, tg_docs):
+    def table(self, docs):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            compare.sweep(pt, tg_docs)
+            compare.sweep(docs)
         return [line for line in buf.getvalue().splitlines() if line.startswith("| ")]
 
     def test_ratios_are_over_the_better_compile_and_missing_values_are_dashes(self):
@@ -121,7 +121,8 @@ class SweepTable(unittest.TestCase):
                                     "forward/compile": {"median_ms": 0.5}},
                   # tapegrad failed on this one
                   shapes.label(c): {"train_step/eager": {"median_ms": 1.5}}}}
-        rows = self.table(pt, [tg_doc(a, 4.0, 1.5, 2 * gib), tg_doc(b, 0.5, 0.25, None, "composition")])
+        tg_a, tg_b = tg_doc(a, 4.0, 1.5, 2 * gib), tg_doc(b, 0.5, 0.25, None, "composition")
+        rows = self.table([tg_a, tg_b, pt])
         self.assertEqual(len(rows), 2 + 3)  # header, rule, one row per shape in the runs' order
         self.assertIn("tg / best compile", rows[0])
         cells = lambda r: [x.strip() for x in r.strip("|").split("|")]
@@ -136,6 +137,13 @@ class SweepTable(unittest.TestCase):
                               "-", "-"])
         self.assertEqual(rc[:4], ["1, 2 -> 4, 6, k1, G2", "-", "-", "1.500"])
         self.assertEqual(rc[6], "-")
+
+        # The files of partial sweeps (a torch document per shape, as bench.sh writes them) give
+        # the same table, whatever their order.
+        per_shape = [dict(pt, results={lab: res}) for lab, res in pt["results"].items()]
+        self.assertEqual(self.table([per_shape[2], tg_b, per_shape[1], tg_a, per_shape[0]])[2:],
+                         [rows[4], rows[3], rows[2]])
+        self.assertEqual(self.table(per_shape + [tg_a, tg_b]), rows)
 
 
 @needs_torch
