@@ -9,7 +9,8 @@
 
 The sweep's files are tg-bench runs of custom sizes (--batch ...: their shape and path are in their
 results) and torch_baseline.py --shapes runs, in any number and order (the files of several
-partial sweeps join into one table; rows follow the order in which shapes first appear). A value
+partial sweeps join into one table; rows follow bench/shapes.py's list, then the order in which
+other shapes first appear). A value
 that was not measured (a mode left out, a run that failed) prints as "-".
 """
 import argparse
@@ -73,13 +74,14 @@ def sweep_row(shape, tg, pt):
     tg_peak = tg.get("train_step_peak_bytes")
     peaks = [pt.get(f"train_step_peak_bytes/{m}") for m in COMPILE_MODES]
     best_peak = min((p for p in peaks if p), default=None)
-    cells += [f(tg_peak / GIB if tg_peak else None, 2), f(best_peak / GIB if best_peak else None, 2)]
+    gib = lambda b: b / GIB if b else None
+    cells += [f(gib(tg_peak), 2), f(gib(best_peak), 2)]
     return cells
 
 
 def sweep(docs):
     """docs: tg-bench runs of custom sizes and torch_baseline --shapes runs, in any mix; the rows
-    follow the order in which the shapes first appear."""
+    follow the sweep's list (bench/shapes.py), then the order in which other shapes first appear."""
     order, tg, pt, meta, modes = [], {}, {}, {}, {}
     for doc in docs:
         if "modes" in doc:  # torch_baseline.py --shapes
@@ -94,7 +96,10 @@ def sweep(docs):
                 if "shape" in res:
                     tg[tg_shape(res)] = res
                     order.append(tg_shape(res))
-    rows = [sweep_row(s, tg.get(s, {}), pt.get(s, {})) for s in dict.fromkeys(order)]
+    seen = list(dict.fromkeys(order))
+    first = [s for s in sweep_shapes.SWEEP if s in seen]
+    seen = first + [s for s in seen if s not in first]
+    rows = [sweep_row(s, tg.get(s, {}), pt.get(s, {})) for s in seen]
     modes = ", ".join(m if v is None else f"{m} (torch.compile mode {v})" for m, v in modes.items())
     where = (f"GPU: {meta['gpu']}, cuDNN {meta.get('cudnn')} (TF32 convolutions, cudnn.benchmark)"
              if "gpu" in meta else f"device: {meta.get('device', '-')}")

@@ -11,7 +11,8 @@ The reference Model is bench/reference_model.py's; the shapes are bench/shapes.p
 reference and small sizes first), then those of --shapes, as scripts/bench.sh --sweep takes them.
 
     PYTHONPATH=python python3 bench/modelnew_bench.py                 # issue 12's sweep
-    PYTHONPATH=python python3 bench/modelnew_bench.py --shapes "128,8,32,256,3,8" --no-default-shapes --reps 50
+    PYTHONPATH=python python3 bench/modelnew_bench.py --no-default-shapes --reps 50 \
+        --shapes "128,8,32,256,3,8;8,64,128,128,3,32"
     PYTHONPATH=python python3 bench/modelnew_bench.py --compile-mode max-autotune-no-cudagraphs
 """
 import argparse
@@ -64,7 +65,7 @@ def bench_shape(shape, args, tgt):
         if compiled and args.compile_mode == "none":
             continue
         if compiled and hasattr(torch, "_dynamo"):
-            torch._dynamo.reset()  # a fresh compile per shape: no recompile limit, no dynamic shapes
+            torch._dynamo.reset()  # a fresh compile per shape: no recompile limit, static shapes
         torch.manual_seed(0)
         model = cls(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1)).cuda()
         if cls is tgt.ModelNew:
@@ -95,7 +96,8 @@ def bench_shape(shape, args, tgt):
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--shapes", default="", help="more shapes after the sweep's: N,Cin,Cout,HW,k,G;...")
+    ap.add_argument("--shapes", default="",
+                    help="more shapes after the sweep's: N,Cin,Cout,HW,k,G;...")
     ap.add_argument("--no-default-shapes", action="store_true", help="only the --shapes given")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)

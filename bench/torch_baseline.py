@@ -3,9 +3,9 @@
 
 Two modes:
   --sizes reference,small   tg-bench's default items for its two named sizes (scripts/bench.sh)
-  --shapes "N,Cin,Cout,HW,k,G;..."   the sweep (scripts/bench.sh --sweep): for each shape, the forward
-      (no grad) and the training step (forward, MSE, backward, SGD momentum) of the reference Model
-      under each of --modes: eager, compile (torch.compile, default mode) and autotune
+  --shapes "N,Cin,Cout,HW,k,G;..."   the sweep (scripts/bench.sh --sweep): for each shape, the
+      forward (no grad) and the training step (forward, MSE, backward, SGD momentum) of the
+      reference Model under each of --modes: eager, compile (torch.compile, default mode) and autotune
       (mode="max-autotune-no-cudagraphs"; compiles for minutes per shape: --no-autotune drops it),
       each with the step's peak memory.
 
@@ -196,12 +196,14 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--no-compile", action="store_true", help="eager only (both modes)")
-    ap.add_argument("--sizes", default="reference,small", help="tg-bench's named sizes: reference,small")
+    ap.add_argument("--sizes", default="reference,small",
+                    help="tg-bench's named sizes: reference,small")
     ap.add_argument("--shapes", help="the sweep's shapes: N,Cin,Cout,HW,k,G;... (replaces --sizes)")
     ap.add_argument("--modes", default=",".join(MODES),
                     help="with --shapes: comma-separated subset of " + ",".join(MODES))
     ap.add_argument("--no-autotune", action="store_true",
-                    help="with --shapes: drop max-autotune-no-cudagraphs (minutes of compiling a shape)")
+                    help="with --shapes: drop max-autotune-no-cudagraphs (minutes of compiling "
+                         "per shape)")
     ap.add_argument("--reps", type=int, default=30, help="timed runs per item (--shapes)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed runs first (--shapes)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -243,9 +245,10 @@ def main(argv=None):
         sys.exit("torch_baseline: no CUDA device is visible to PyTorch (--device cpu for a CPU run "
                  "of --shapes)")
     compiled = args.shapes is not None and any(MODES[m] for m in args.mode_list)
-    if (compiled or (args.shapes is None and not args.no_compile)) and not hasattr(torch, "compile"):
-        sys.exit(f"torch_baseline: torch {torch.__version__} has no torch.compile (PyTorch >= 2.0); "
-                 "use --modes eager or --no-compile")
+    compiled = compiled or (args.shapes is None and not args.no_compile)
+    if compiled and not hasattr(torch, "compile"):
+        sys.exit(f"torch_baseline: torch {torch.__version__} has no torch.compile (PyTorch >= 2.0);"
+                 " use --modes eager or --no-compile")
     torch.backends.cudnn.allow_tf32 = True  # PyTorch's default for convolutions
     torch.backends.cudnn.benchmark = True
     out = {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version(), "device": dev,

@@ -145,6 +145,14 @@ class SweepTable(unittest.TestCase):
                          [rows[4], rows[3], rows[2]])
         self.assertEqual(self.table(per_shape + [tg_a, tg_b]), rows)
 
+    def test_the_sweeps_shapes_come_first_in_its_order(self):
+        ref, small = shapes.SWEEP[0], shapes.SWEEP[1]
+        other = (2, 3, 8, 12, 3, 4)
+        rows = self.table([tg_doc(other, 1, 1, None), tg_doc(small, 1, 1, None),
+                           tg_doc(ref, 1, 1, None)])[2:]
+        self.assertEqual([r.split("|")[1].strip() for r in rows],
+                         [shapes.title(ref), shapes.title(small), shapes.title(other)])
+
 
 @needs_torch
 class TorchBaseline(unittest.TestCase):
@@ -152,7 +160,8 @@ class TorchBaseline(unittest.TestCase):
         import torch_baseline as tb
         for args, msg in ((["--shapes", "1,2"], "--shapes: shape '1,2'"),
                           (["--shapes", ";"], "expected at least one shape"),
-                          (["--shapes", "2,3,8,12,3,4", "--modes", "eager,jit"], "unknown mode 'jit'"),
+                          (["--shapes", "2,3,8,12,3,4", "--modes", "eager,jit"],
+                           "unknown mode 'jit'"),
                           (["--sizes", "huge"], "unknown size 'huge'"),
                           (["--device", "cpu"], "--device cpu: only with --shapes"),
                           (["--shapes", "2,3,8,12,3,4", "--reps", "0"], "--reps must be >= 1")):
