@@ -1,8 +1,8 @@
 // The entries of ops/op_list.h. Values are kept where each op is smooth (away from 0 for div, log,
 // sqrt and pow; away from the kinks of abs, relu, clamp and the losses; without ties for maximum,
 // minimum and amax), so that central differences are valid. Each entry is one function of the
-// requested size: elements == 0 draws gradcheck's small odd shapes from gen, otherwise bench_shape
-// (and its relatives) give fixed benchmark shapes of about that many elements.
+// requested size: elements == 0 draws gradcheck's small odd shapes from gen, otherwise the shapes
+// are fixed benchmark ones of about that many elements (bench_shape; matmul's square matrices).
 #include "op_list.h"
 
 #include <algorithm>
