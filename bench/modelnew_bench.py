@@ -7,13 +7,17 @@ For each shape: forward (no grad) and training step (forward, MSE, backward, SGD
 CUDA-event medians after warm-up, and the step's peak memory (torch.cuda.max_memory_allocated: x,
 target and what the step allocates; ModelNew's buffers come from PyTorch's caching allocator, so they
 count). Prints a Markdown table (and JSON with --json) and which tapegrad path each shape ran.
+The reference Model is bench/reference_model.py's; the shapes are bench/shapes.py's sweep (the
+reference and small sizes first), then those of --shapes, as scripts/bench.sh --sweep takes them.
 
-    PYTHONPATH=python python3 bench/modelnew_bench.py                 # reference + issue 12's sweep
-    PYTHONPATH=python python3 bench/modelnew_bench.py --shapes reference --reps 50
+    PYTHONPATH=python python3 bench/modelnew_bench.py                 # issue 12's sweep
+    PYTHONPATH=python python3 bench/modelnew_bench.py --no-default-shapes --reps 50 \
+        --shapes "128,8,32,256,3,8;8,64,128,128,3,32"
     PYTHONPATH=python python3 bench/modelnew_bench.py --compile-mode max-autotune-no-cudagraphs
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import warnings
@@ -21,20 +25,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-import tapegrad_torch as tgt
-
-# (N, Cin, Cout, HxW, k, G): the reference size first, then issue 12's sweep.
-SHAPES = {
-    "reference": (128, 8, 32, 256, 3, 8),
-    "small": (128, 3, 16, 32, 3, 8),
-    "s3": (64, 8, 64, 128, 3, 8),
-    "s4": (32, 16, 32, 192, 3, 4),
-    "s5": (128, 4, 32, 128, 5, 8),
-    "s6": (64, 32, 64, 96, 3, 16),
-    "s7": (16, 3, 32, 320, 7, 8),
-    "s8": (256, 8, 16, 64, 1, 4),
-    "s9": (8, 64, 128, 128, 3, 32),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_model import Model  # noqa: E402
+import shapes as sweep_shapes  # noqa: E402
 
 
 def time_ms(fn, warmup, reps):
@@ -60,17 +53,19 @@ def peak_bytes(fn):
     return torch.cuda.max_memory_allocated()
 
 
-def bench_shape(shape, args):
+def bench_shape(shape, args, tgt):
     n, cin, cout, hw, k, g = shape
     ho = hw - k + 1
     x = torch.rand(n, cin, hw, hw, device="cuda")
     t = torch.randn(n, cout, ho, ho, device="cuda")
     row = {}
-    variants = [("Model eager", tgt.Model, False), ("Model compile", tgt.Model, True),
+    variants = [("Model eager", Model, False), ("Model compile", Model, True),
                 ("ModelNew", tgt.ModelNew, False), ("ModelNew compile", tgt.ModelNew, True)]
     for name, cls, compiled in variants:
         if compiled and args.compile_mode == "none":
             continue
+        if compiled and hasattr(torch, "_dynamo"):
+            torch._dynamo.reset()  # a fresh compile per shape: no recompile limit, static shapes
         torch.manual_seed(0)
         model = cls(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1)).cuda()
         if cls is tgt.ModelNew:
@@ -99,9 +94,11 @@ def bench_shape(shape, args):
     return row
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--shapes", default=",".join(SHAPES), help="names from: " + ",".join(SHAPES))
+    ap.add_argument("--shapes", default="",
+                    help="more shapes after the sweep's: N,Cin,Cout,HW,k,G;...")
+    ap.add_argument("--no-default-shapes", action="store_true", help="only the --shapes given")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compile-mode", default="default",
@@ -109,12 +106,29 @@ def main():
     ap.add_argument("--tf32", choices=("on", "off"), default="on",
                     help="torch.backends.cudnn.allow_tf32 (on: PyTorch's default); ModelNew follows it")
     ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.reps < 1 or args.warmup < 0:
+        ap.error(f"--reps must be >= 1 and --warmup >= 0, got {args.reps} and {args.warmup}")
+    try:
+        args.shape_list = sweep_shapes.resolve(args.shapes, not args.no_default_shapes)
+    except ValueError as e:
+        ap.error(f"--shapes: {e}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import tapegrad_torch as tgt
+    except ImportError as e:
+        sys.exit(f"modelnew_bench: cannot import tapegrad_torch ({e}); build it with "
+                 "scripts/build-python.sh and run with PYTHONPATH=python")
     if not torch.cuda.is_available() or not tgt.built_with_cuda():
         sys.exit("modelnew_bench: needs a CUDA device and tapegrad_torch built with CUDA "
                  "(scripts/build-python.sh on a machine with nvcc and a CUDA PyTorch)")
     warnings.simplefilter("ignore")
     torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
+    torch.backends.cudnn.benchmark = True
     out = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "tf32": args.tf32,
            "compile_mode": args.compile_mode, "rows": {}}
     cols = ["Model eager", "Model compile", "ModelNew", "ModelNew compile"]
@@ -123,13 +137,10 @@ def main():
     print("| N, Cin -> Cout, HxW, k, G | path | item | " + " | ".join(cols) +
           " | ModelNew / Model compile |")
     print("| --- | --- | --- |" + " ---: |" * (len(cols) + 1))
-    for name in args.shapes.split(","):
-        if name not in SHAPES:
-            sys.exit(f"modelnew_bench: unknown shape {name!r}; expected one of {', '.join(SHAPES)}")
-        shape = SHAPES[name]
-        row = bench_shape(shape, args)
-        out["rows"][name] = {"shape": shape, **row}
-        label = f"{name}: {shape[0]}, {shape[1]} -> {shape[2]}, {shape[3]}, k{shape[4]}, G{shape[5]}"
+    for shape in args.shape_list:
+        row = bench_shape(shape, args, tgt)
+        out["rows"][sweep_shapes.label(shape)] = {"shape": shape, **row}
+        label = sweep_shapes.title(shape)
         for item, unit in (("fwd", "forward ms"), ("step", "train step ms"),
                            ("peak", "step peak GiB")):
             vals = [row.get(f"{c} {item}") for c in cols]

@@ -1,15 +1,20 @@
-// tg-bench: times tapegrad's pieces of the model and its training step.
+// tg-bench: times tapegrad's pieces of the model, its training step, and every op of the op list.
 //
 //   tg-bench                       # reference and small sizes on the GPU (CPU when there is none)
 //   tg-bench --sizes reference --reps 50 --json bench.json
 //   tg-bench --device cpu --batch 32 --in-channels 8 --out-channels 32 --size 32
+//   tg-bench --items ops --op-elements 4194304   # the model's three ops, then ops/op_list.h
 //
 // Each item: warm-up, then --reps timed runs (CUDA events on the GPU, a steady clock on the CPU);
 // median, min and max in ms; the bytes the item must move at least (its floor) and the achieved
-// GB/s over that floor. The training step's peak memory comes from the caching allocator's counters
-// and includes x and the target. Bad arguments (unknown sizes or items, out-of-range or
-// inconsistent custom sizes, an unwritable --json path) exit 2 before anything is measured; a
-// failure while measuring or writing exits 1.
+// GB/s over that floor. For each size, a line "path: ..." says which path the model's block takes
+// (block_path). The training step's peak memory comes from the caching allocator's counters
+// and includes x and the target. The "ops" item times, per size, the model's three ops on z, and
+// once (rows labelled op_list) every op of ops::op_list() on its benchmark case (float32, inputs of
+// about --op-elements elements): forward alone, and forward + backward, whose floor is twice the
+// forward's (the backward reads the output gradients and writes the input gradients). Bad arguments
+// (unknown sizes or items, out-of-range or inconsistent custom sizes, an unwritable --json path)
+// exit 2 before anything is measured; a failure while measuring or writing exits 1.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -35,8 +40,10 @@
 #include "nn/model.h"
 #include "ops/bias_scale_sigmoid.h"
 #include "ops/conv2d.h"
+#include "ops/conv_block.h"
 #include "ops/group_norm.h"
 #include "ops/mse_loss.h"
+#include "ops/op_list.h"
 #include "optim/sgd.h"
 
 using namespace tg;
@@ -63,6 +70,9 @@ const std::map<std::string, Size> kSizes = {{"reference", {"reference", 128, 8, 
 constexpr int64_t kMaxBatch = 1 << 16, kMaxChannels = 1 << 16, kMaxSize = 1 << 16,
                   kMaxKernel = 1 << 10;
 constexpr int kMaxReps = 100000;
+// --op-elements: the op list's benchmark inputs (default: 16 Mi elements on a GPU, 1 Mi on a CPU).
+constexpr int64_t kMinOpElements = 64, kMaxOpElements = int64_t(1) << 31;
+constexpr int64_t kGpuOpElements = int64_t(1) << 24, kCpuOpElements = int64_t(1) << 20;
 
 /// Thrown for a bad argument: main reports it and exits 2 before anything is measured.
 struct UsageError : std::runtime_error {
@@ -168,12 +178,71 @@ Timing time_it(Device dev, int warmup, int reps, const std::function<void()>& fn
   return {ms[ms.size() / 2], ms.front(), ms.back()};
 }
 
+// One row of the table (and its JSON entry): label is the size's name, or op_list.
+void report(json& js, const std::string& label, const std::string& item, const Timing& tm,
+            double floor_bytes) {
+  const double gbs = floor_bytes / (tm.median * 1e-3) / 1e9;
+  std::printf("%-10s %-22s %10.3f %10.3f %10.3f %11.3f %10.1f\n", label.c_str(), item.c_str(),
+              tm.median, tm.min, tm.max, floor_bytes / 1e9, gbs);
+  std::fflush(stdout);
+  js[item] = {{"median_ms", tm.median}, {"min_ms", tm.min}, {"max_ms", tm.max},
+              {"floor_bytes", floor_bytes}, {"GBps", gbs}};
+}
+
+// Which path the model's block (forward and training step) takes for x: the one place that says it.
+std::string block_path(const Tensor& x, const ops::ConvBlockParams& p) {
+  if (ops::conv_block_fused_available(x, p)) return "fused CUDA";
+  if (ops::conv_block_fused_cpu_available(x, p)) return "fused CPU";
+  return "composition";
+}
+
+double bytes_of(const std::vector<Tensor>& ts) {
+  double b = 0;
+  for (const Tensor& t : ts) b += double(t.nbytes());
+  return b;
+}
+
+// Every op of ops::op_list() on its benchmark case: forward, and forward + backward.
+void bench_op_list(Device dev, int warmup, int reps, int64_t elements, json& js) {
+  std::printf("op_list    (float32, inputs of about %lld elements: --op-elements)\n",
+              static_cast<long long>(elements));
+  js["op_elements"] = elements;
+  Generator gen(7);
+  for (const ops::OpEntry& e : ops::op_list()) {
+    ops::OpCase c = e.make_bench(gen, DType::Float32, dev, elements);
+    std::vector<Tensor> grads;
+    double floor = bytes_of(c.inputs);
+    {
+      autograd::NoGradGuard ng;
+      const std::vector<Tensor> out = c.fn(c.inputs);
+      floor += bytes_of(out);
+      for (size_t i = 0; i < out.size(); ++i)
+        grads.push_back(out[i].dim() == 0
+                            ? Tensor::ones({}, DType::Float32, dev)
+                            : Tensor::randn(out[i].shape(), 100 + i, DType::Float32, dev));
+    }
+    json shapes = json::array();
+    for (const Tensor& t : c.inputs) shapes.push_back(t.shape());
+    js[e.name + "_inputs"] = shapes;
+    {
+      autograd::NoGradGuard ng;
+      report(js, "op_list", e.name + "_fwd",
+             time_it(dev, warmup, reps, [&] { c.fn(c.inputs); }), floor);
+    }
+    report(js, "op_list", e.name + "_fwd_bwd", time_it(dev, warmup, reps, [&] {
+             autograd::backward(c.fn(c.inputs), grads);
+             for (Tensor& t : c.inputs) t.set_grad(Tensor());
+           }), 2 * floor);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"tg-bench: timings of tapegrad's model pieces and training step"};
   std::string sizes_s = "reference,small", device_s = "auto", json_path, items_s = "all";
   int reps = 20, warmup = 3;
+  int64_t op_elements = 0;
   Size custom{"custom", 0, 8, 32, 256, 3, 8};
   auto* sizes_opt = app.add_option(
       "--sizes", sizes_s,
@@ -210,8 +279,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, kMaxReps))
       ->capture_default_str();
   app.add_option("--items", items_s, "comma-separated subset: conv_forward,conv_backward,tail_forward,"
-                                     "tail_forward_backward,ops,forward,train_step (default all; ops = each "
-                                     "op alone)");
+                                     "tail_forward_backward,ops,forward,train_step (default all; ops = the "
+                                     "model's three ops alone, then every op of the op list)");
+  app.add_option("--op-elements", op_elements,
+                 "elements of each large input of the op list's cases (--items ops; default " +
+                     std::to_string(kGpuOpElements) + " on cuda, " + std::to_string(kCpuOpElements) +
+                     " on cpu)")
+      ->check(CLI::Range(kMinOpElements, kMaxOpElements));
   app.add_option("--json", json_path, "write the results here");
   try {
     app.parse(argc, argv);
@@ -226,6 +300,7 @@ int main(int argc, char** argv) {
                              : parse_device(device_s);
     if (dev == Device::CUDA && !cuda::is_available())
       throw UsageError("--device cuda: no usable CUDA device was found");
+    if (op_elements == 0) op_elements = dev == Device::CUDA ? kGpuOpElements : kCpuOpElements;
     if (app.count("--batch")) {
       sizes.push_back(custom);
     } else {
@@ -266,13 +341,12 @@ int main(int argc, char** argv) {
       Tensor x = Tensor::rand({s.n, s.cin, s.hw, s.hw}, 1, DType::Float32, dev);
       Tensor t = Tensor::randn({s.n, s.cout, ho, ho}, 2, DType::Float32, dev);
       json js;
+      js["shape"] = {{"batch", s.n}, {"in_channels", s.cin}, {"out_channels", s.cout},
+                     {"size", s.hw}, {"kernel", s.k}, {"groups", s.g}};
+      js["path"] = block_path(x, model.block_params());
+      std::printf("%-10s path: %s\n", s.name.c_str(), js["path"].get<std::string>().c_str());
       auto report = [&](const std::string& item, const Timing& tm, double floor_bytes) {
-        const double gbs = floor_bytes / (tm.median * 1e-3) / 1e9;
-        std::printf("%-10s %-22s %10.3f %10.3f %10.3f %11.3f %10.1f\n", s.name.c_str(), item.c_str(),
-                    tm.median, tm.min, tm.max, floor_bytes / 1e9, gbs);
-        std::fflush(stdout);
-        js[item] = {{"median_ms", tm.median}, {"min_ms", tm.min}, {"max_ms", tm.max},
-                    {"floor_bytes", floor_bytes}, {"GBps", gbs}};
+        ::report(js, s.name, item, tm, floor_bytes);
       };
       Tensor z;
       {
@@ -365,6 +439,7 @@ int main(int argc, char** argv) {
       }
       out["results"][s.name] = js;
     }
+    if (want("ops")) bench_op_list(dev, warmup, reps, op_elements, out["results"]["op_list"]);
     if (!json_path.empty()) {
       std::ofstream f(json_path);
       f << out.dump(2) << "\n";

@@ -1,10 +1,14 @@
 // The entries of ops/op_list.h. Values are kept where each op is smooth (away from 0 for div, log,
 // sqrt and pow; away from the kinks of abs, relu, clamp and the losses; without ties for maximum,
-// minimum and amax), so that central differences are valid.
+// minimum and amax), so that central differences are valid. Each entry is one function of the
+// requested size: elements == 0 draws gradcheck's small odd shapes from gen, otherwise the shapes
+// are fixed benchmark ones of about that many elements (bench_shape; matmul's square matrices).
 #include "op_list.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "elementwise.h"
 #include "loss.h"
@@ -40,14 +44,30 @@ OpCase unary_case(const Shape& s, Generator& gen, DType dt, Device dev, bool pos
           [f](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in[0])}; }};
 }
 
-Shape small_shape(Generator& gen) { return {odd_size(gen, 1, 3), odd_size(gen, 2, 5), odd_size(gen, 1, 4)}; }
+// (B, C, L) with B * C * L about elements (at least 16), C >= 2 and rows of up to 1024.
+Shape bench_shape(int64_t elements) {
+  const int64_t L = std::min<int64_t>(1024, std::max<int64_t>(1, elements / 16));
+  const int64_t rest = std::max<int64_t>(16, elements / L);
+  const int64_t B = std::min<int64_t>(8, rest / 2);
+  return {B, rest / B, L};
+}
 
-// a of a random shape and b of a shape that broadcasts against it (size-1 and dropped dimensions).
-OpCase binary_case(Generator& gen, DType dt, Device dev, bool positive_b,
+// gradcheck's small odd shape (elements == 0), else the benchmark's.
+Shape case_shape(Generator& gen, int64_t elements) {
+  if (elements > 0) return bench_shape(elements);
+  return {odd_size(gen, 1, 3), odd_size(gen, 2, 5), odd_size(gen, 1, 4)};
+}
+
+// a of a random shape and b of a shape that broadcasts against it (size-1 and dropped dimensions);
+// the benchmark's b broadcasts over a's first dimension.
+OpCase binary_case(Generator& gen, DType dt, Device dev, int64_t elements, bool positive_b,
                    std::function<Tensor(const Tensor&, const Tensor&)> f) {
-  const Shape a = small_shape(gen);
-  Shape b = {1, a[1], gen.below(2) ? a[2] : 1};
-  if (gen.below(2)) b.erase(b.begin());
+  const Shape a = case_shape(gen, elements);
+  Shape b = {1, a[1], a[2]};
+  if (elements == 0) {
+    b[2] = gen.below(2) ? a[2] : 1;
+    if (gen.below(2)) b.erase(b.begin());
+  }
   return {{values(a, gen, dt, dev), values(b, gen, dt, dev, positive_b)}, {"a", "b"},
           [f](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in[0], in[1])}; }};
 }
@@ -55,12 +75,14 @@ OpCase binary_case(Generator& gen, DType dt, Device dev, bool positive_b,
 std::vector<OpEntry> build() {
   std::vector<OpEntry> l;
   auto unary = [&](const char* name, bool positive, std::function<Tensor(const Tensor&)> f) {
-    l.push_back({name, [=](Generator& g, DType dt, Device dev) {
-                   return unary_case(small_shape(g), g, dt, dev, positive, f);
-                 }});
+    l.emplace_back(name, [=](Generator& g, DType dt, Device dev, int64_t elements) {
+      return unary_case(case_shape(g, elements), g, dt, dev, positive, f);
+    });
   };
   auto binary = [&](const char* name, bool positive_b, std::function<Tensor(const Tensor&, const Tensor&)> f) {
-    l.push_back({name, [=](Generator& g, DType dt, Device dev) { return binary_case(g, dt, dev, positive_b, f); }});
+    l.emplace_back(name, [=](Generator& g, DType dt, Device dev, int64_t elements) {
+      return binary_case(g, dt, dev, elements, positive_b, f);
+    });
   };
   binary("add", false, [](const Tensor& a, const Tensor& b) { return add(a, b); });
   binary("sub", false, [](const Tensor& a, const Tensor& b) { return sub(a, b); });
@@ -85,24 +107,32 @@ std::vector<OpEntry> build() {
   unary("reshape", false, [](const Tensor& x) { return reshape(x, {-1}); });
   unary("permute", false, [](const Tensor& x) { return permute(x, {2, 0, 1}); });
   unary("narrow", false, [](const Tensor& x) { return narrow(x, 1, 1, x.size(1) - 1); });
-  l.push_back({"cat", [](Generator& g, DType dt, Device dev) {
-                 const Shape a = small_shape(g);
-                 Shape b = a;
-                 b[1] = odd_size(g, 1, 3);
-                 return OpCase{{values(a, g, dt, dev), values(b, g, dt, dev)}, {"a", "b"},
-                               [](const std::vector<Tensor>& in) { return std::vector<Tensor>{cat({in[0], in[1]}, 1)}; }};
-               }});
-  l.push_back({"matmul", [](Generator& g, DType dt, Device dev) {
-                 const int64_t B = odd_size(g, 1, 3), M = odd_size(g, 1, 5), K = odd_size(g, 1, 5), N = odd_size(g, 1, 5);
-                 return OpCase{{values({B, M, K}, g, dt, dev), values({B, K, N}, g, dt, dev)}, {"a", "b"},
-                               [](const std::vector<Tensor>& in) { return std::vector<Tensor>{matmul(in[0], in[1])}; }};
-               }});
+  l.emplace_back("cat", [](Generator& g, DType dt, Device dev, int64_t elements) {
+    const Shape a = case_shape(g, elements);
+    Shape b = a;
+    if (elements == 0) b[1] = odd_size(g, 1, 3);
+    return OpCase{{values(a, g, dt, dev), values(b, g, dt, dev)}, {"a", "b"},
+                  [](const std::vector<Tensor>& in) { return std::vector<Tensor>{cat({in[0], in[1]}, 1)}; }};
+  });
+  // The benchmark's: 8 square matrices of about elements / 8 elements each, times 8 more.
+  l.emplace_back("matmul", [](Generator& g, DType dt, Device dev, int64_t elements) {
+    const int64_t s = std::max<int64_t>(1, int64_t(std::sqrt(double(elements) / 8)));
+    int64_t B = 8, M = s, K = s, N = s;
+    if (elements == 0) {
+      B = odd_size(g, 1, 3);
+      M = odd_size(g, 1, 5);
+      K = odd_size(g, 1, 5);
+      N = odd_size(g, 1, 5);
+    }
+    return OpCase{{values({B, M, K}, g, dt, dev), values({B, K, N}, g, dt, dev)}, {"a", "b"},
+                  [](const std::vector<Tensor>& in) { return std::vector<Tensor>{matmul(in[0], in[1])}; }};
+  });
   auto loss = [&](const char* name, std::function<Tensor(const Tensor&, const Tensor&)> f) {
-    l.push_back({name, [=](Generator& g, DType dt, Device dev) {
-                   const Shape s = small_shape(g);
-                   return OpCase{{values(s, g, dt, dev), values(s, g, dt, dev)}, {"input", "target"},
-                                 [f](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in[0], in[1])}; }};
-                 }});
+    l.emplace_back(name, [=](Generator& g, DType dt, Device dev, int64_t elements) {
+      const Shape s = case_shape(g, elements);
+      return OpCase{{values(s, g, dt, dev), values(s, g, dt, dev)}, {"input", "target"},
+                    [f](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in[0], in[1])}; }};
+    });
   };
   loss("mse_loss", [](const Tensor& a, const Tensor& b) { return mse_loss(a, b); });
   loss("l1_loss", [](const Tensor& a, const Tensor& b) { return l1_loss(a, b); });
@@ -111,6 +141,15 @@ std::vector<OpEntry> build() {
 }
 
 }  // namespace
+
+OpEntry::OpEntry(std::string name_, SizedMake make_sized)
+    : name(std::move(name_)),
+      make([make_sized](Generator& g, DType dt, Device dev) { return make_sized(g, dt, dev, 0); }),
+      make_bench([make_sized, n = name](Generator& g, DType dt, Device dev, int64_t elements) {
+        TG_CHECK(elements >= 1, "op '", n, "': a benchmark case needs elements >= 1, got ",
+                 elements);
+        return make_sized(g, dt, dev, elements);
+      }) {}
 
 const std::vector<OpEntry>& op_list() {
   static const std::vector<OpEntry> list = build();

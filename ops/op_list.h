@@ -1,7 +1,8 @@
 // The one list of differentiable ops that the tools iterate over (tg-gradcheck --op all,
 // tg-bench --items ops) and that tests/ops/op_list_test.cpp gradchecks. A new op adds one entry in
-// ops/op_list.cpp: a name and a function that builds a case (inputs of random, odd shapes and the
-// function to check).
+// ops/op_list.cpp: a name and one function that builds a case of a requested size (0: gradcheck's
+// random, odd shapes; otherwise a benchmark's inputs of about that many elements) and the function
+// to check or time.
 #pragma once
 
 #include <functional>
@@ -22,9 +23,19 @@ struct OpCase {
 };
 
 struct OpEntry {
+  /// Builds a case in dtype on device with values drawn from gen: for elements == 0, gradcheck's
+  /// small shapes drawn from gen; otherwise fixed benchmark shapes with about elements elements in
+  /// each large input (a broadcast operand may be smaller).
+  using SizedMake =
+      std::function<OpCase(Generator& gen, DType dtype, Device device, int64_t elements)>;
+
+  OpEntry(std::string name, SizedMake make_sized);
+
   std::string name;
-  /// Builds a case with sizes and values drawn from gen, in dtype on device.
+  /// Builds a case with sizes and values drawn from gen, in dtype on device (gradcheck's shapes).
   std::function<OpCase(Generator& gen, DType dtype, Device device)> make;
+  /// Builds a benchmark case: inputs of about elements elements (elements >= 1).
+  std::function<OpCase(Generator& gen, DType dtype, Device device, int64_t elements)> make_bench;
 };
 
 /// Every op of the list, in a fixed order.

@@ -22,7 +22,7 @@ grep -E "Passed|Failed|Skipped|\*\*\*" "$OUT/parity.log" | head -12 | tee -a "$S
 timeout 240 scripts/build-python.sh --test build-gpu >"$OUT/python.log" 2>&1
 note "tapegrad_torch (CUDA) tests: rc=$? $(grep -E '^(OK|FAILED|Ran)' "$OUT/python.log" | tr '\n' ' ')"
 grep -E "^(FAIL|ERROR):" "$OUT/python.log" | head -10 | tee -a "$S"
-PYTHONPATH=python timeout 150 python3 bench/modelnew_bench.py --shapes reference,small --json "$OUT/modelnew.json" >"$OUT/modelnew.md" 2>"$OUT/modelnew.err"
+PYTHONPATH=python timeout 150 python3 bench/modelnew_bench.py --shapes "128,8,32,256,3,8;128,3,16,32,3,8" --no-default-shapes --json "$OUT/modelnew.json" >"$OUT/modelnew.md" 2>"$OUT/modelnew.err"
 note "modelnew bench: rc=$?"
 cat "$OUT/modelnew.md"
 cat "$S"

@@ -3,6 +3,8 @@
 Run: PYTHONPATH=python python3 -m unittest discover -s python/tests -v   (ctest runs it too).
 Skips, saying why, when torch or the built extension is missing; CUDA cases skip without a GPU.
 """
+import os
+import sys
 import unittest
 import warnings
 
@@ -20,6 +22,10 @@ if torch is not None:
         _import_error = f"tapegrad_torch is not built (scripts/build-python.sh): {e}"
 
 needs_ext = unittest.skipIf(tgt is None, _import_error)
+
+if torch is not None:  # the one reference Model (bench/reference_model.py)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+    from reference_model import Model
 
 
 def rel(a, b):
@@ -42,7 +48,7 @@ SHAPES = [(2, 3, 8, 9, 11, 3, 4), (1, 4, 6, 7, 5, 2, 6), (3, 2, 4, 6, 6, 1, 1),
 def make_pair(shape, dtype, device, seed=0):
     n, cin, cout, h, w, k, g = shape
     torch.manual_seed(seed)
-    ref = tgt.Model(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1))
+    ref = Model(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1))
     torch.manual_seed(seed)
     new = tgt.ModelNew(cin, cout, k, g, (cout, 1, 1), (cout, 1, 1))
     # Non-trivial GroupNorm affine parameters, the same in both.
@@ -73,7 +79,7 @@ class ModelNewTest(unittest.TestCase):
 
     def test_same_parameters_after_same_seed(self):
         torch.manual_seed(3)
-        a = tgt.Model(3, 8, 3, 4, (8, 1, 1), (8, 1, 1))
+        a = Model(3, 8, 3, 4, (8, 1, 1), (8, 1, 1))
         torch.manual_seed(3)
         b = tgt.ModelNew(3, 8, 3, 4, (8, 1, 1), (8, 1, 1))
         names = ["bias", "scale", "conv.weight", "conv.bias", "group_norm.weight", "group_norm.bias"]

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "ops/op_list.h"
 #include "test_utils.h"
 
 namespace {
@@ -89,6 +90,60 @@ TEST(ToolsBench, ACustomSizeRunsAndWritesItsJson) {
   EXPECT_TRUE(res.contains("tail_forward")) << j.dump();
   EXPECT_FALSE(res.contains("train_step")) << "an item that was not asked for ran";
   EXPECT_GT(res["forward"]["median_ms"].get<double>(), 0.0);
+}
+
+TEST(ToolsBench, PrintsWhichPathTheBlockTakes) {
+  tg::testing::TempDir tmp;
+  const std::string out = tmp.file("bench.json");
+  auto r = bench(kTiny + " --items forward --json " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "custom     path: fused CPU");
+  std::ifstream f(out);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  const auto& res = j["results"]["custom"];
+  EXPECT_EQ(res["path"], "fused CPU") << j.dump();
+  EXPECT_EQ(res["shape"]["out_channels"], 2) << j.dump();
+  EXPECT_EQ(res["shape"]["kernel"], 3) << j.dump();
+}
+
+TEST(ToolsBench, OpsTimesTheModelsOpsAndEveryOpOfTheOpList) {
+  tg::testing::TempDir tmp;
+  const std::string out = tmp.file("bench.json");
+  auto r = bench(kTiny + " --items ops --op-elements 256 --json " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "inputs of about 256 elements");
+  std::ifstream f(out);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  // The model's three ops, as before, under the size's name.
+  const auto& model_ops = j["results"]["custom"];
+  for (const char* item : {"bias_scale_sigmoid_fwd", "group_norm_fwd_bwd", "mse_loss_fwd_bwd"})
+    EXPECT_TRUE(model_ops.contains(item)) << item << ": " << model_ops.dump();
+  EXPECT_FALSE(model_ops.contains("forward")) << "an item that was not asked for ran";
+  const auto& list = j["results"]["op_list"];
+  ASSERT_FALSE(list.empty()) << j.dump();
+  for (const tg::ops::OpEntry& e : tg::ops::op_list()) {
+    for (const std::string item : {e.name + "_fwd", e.name + "_fwd_bwd"}) {
+      ASSERT_TRUE(list.contains(item)) << item << " is missing: " << list.dump();
+      EXPECT_GT(list[item]["median_ms"].get<double>(), 0.0) << item;
+      EXPECT_GT(list[item]["floor_bytes"].get<double>(), 0.0) << item;
+      EXPECT_CONTAINS(r.output, "op_list    " + item + " ");
+    }
+    EXPECT_DOUBLE_EQ(list[e.name + "_fwd_bwd"]["floor_bytes"].get<double>(),
+                     2 * list[e.name + "_fwd"]["floor_bytes"].get<double>())
+        << e.name;
+    EXPECT_FALSE(list[e.name + "_inputs"].empty()) << e.name;
+  }
+  // Benchmark sizes, not gradcheck's: an elementwise op's input has the requested 256 elements.
+  int64_t numel = 1;
+  for (const auto& d : list["exp_inputs"][0]) numel *= d.get<int64_t>();
+  EXPECT_EQ(numel, 256) << list["exp_inputs"].dump();
+}
+
+TEST(ToolsBench, OpElementsOutOfRangeAreRefused) {
+  expect_usage_error(bench("--items ops --op-elements 10"),
+                     {"--op-elements", "10 not in range", "64"});
+  expect_usage_error(bench("--items ops --op-elements 4294967296"),
+                     {"--op-elements", "not in range", "2147483648"});
 }
 
 TEST(ToolsGradcheck, AHugeBatchIsAClearError) {

@@ -28,28 +28,14 @@ try:
     import h5py
     import numpy as np
     import torch
-    import torch.nn as nn
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 except ImportError as e:  # not a failure: this check needs the GPU machine's Python packages
     print(f"SKIP checkpoint parity: {e}")
     sys.exit(0)
 
-
-class Model(nn.Module):
-    def __init__(self, in_channels, out_channels, kernel_size, num_groups, bias_shape, scale_shape):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
-        self.bias = nn.Parameter(torch.randn(bias_shape))
-        self.scale = nn.Parameter(torch.randn(scale_shape))
-        self.group_norm = nn.GroupNorm(num_groups, out_channels)
-
-    def forward(self, x):
-        x = self.conv(x)
-        x = x + self.bias
-        x = x * self.scale
-        x = torch.sigmoid(x)
-        return self.group_norm(x)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from reference_model import Model  # noqa: E402  (the one reference Model)
 
 
 def rel(a, b):
