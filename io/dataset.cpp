@@ -496,12 +496,13 @@ struct DatasetReader::Impl {
       const size_t b = s.to_read++;
       const uint64_t generation = s.generation;
       const int64_t epoch = s.epoch;
+      const bool keep_half = opt.keep_half_width;
       std::vector<int64_t> rows = s.batches[b];
       lock.unlock();
       Batch out;
       std::exception_ptr error;
       try {
-        out = read_sorted(rows, true, opt.keep_half_width);
+        out = read_sorted(rows, true, keep_half);
         out.epoch = k == kVal ? -1 : epoch;
         out.index_in_epoch = int64_t(b);
         out.validation = k == kVal;
@@ -545,8 +546,9 @@ struct DatasetReader::Impl {
       s.to_read = s.delivered;
       std::vector<int64_t> rows = s.batches[b];
       const int64_t epoch = s.epoch;
+      const bool keep_half = opt.keep_half_width;
       lock.unlock();
-      out = read_sorted(rows, true, opt.keep_half_width);
+      out = read_sorted(rows, true, keep_half);
       out.epoch = k == kVal ? -1 : epoch;
       out.index_in_epoch = int64_t(b);
       out.validation = k == kVal;
@@ -629,6 +631,11 @@ std::string DatasetReader::direct_info() const {
 }
 
 const DatasetReaderOptions& DatasetReader::options() const { return impl_->opt; }
+
+void DatasetReader::set_keep_half_width(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->opt.keep_half_width = on;
+}
 const DatasetInfo& DatasetReader::info() const { return impl_->info; }
 int64_t DatasetReader::num_samples() const { return impl_->n; }
 int64_t DatasetReader::num_train() const { return impl_->n_train; }

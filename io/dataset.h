@@ -131,6 +131,9 @@ class DatasetReader {
   DatasetReader& operator=(const DatasetReader&) = delete;
 
   const DatasetReaderOptions& options() const;
+  /// Sets options().keep_half_width for the batches read from now on (one read ahead already may
+  /// have either form: a consumer that asks for the stored values handles widened ones too).
+  void set_keep_half_width(bool on);
   const DatasetInfo& info() const;
   int64_t num_samples() const;
   int64_t num_train() const;  ///< N - num_val()

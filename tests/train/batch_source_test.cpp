@@ -33,6 +33,25 @@ std::string write_data(const TempDir& tmp, int64_t n) {
   return path;
 }
 
+// The same shapes stored as float16 / bfloat16 (x: 105 values a row, an odd count), uncompressed
+// (direct reads) or gzip-compressed (through HDF5); sample 0 of x is scaled into float16's
+// subnormals and holds +-0.
+std::string write_half_data(const TempDir& tmp, int64_t n, io::ElementType type, int level) {
+  const std::string path =
+      tmp.file(std::string(io::element_type_name(type)) + std::to_string(level) + ".h5");
+  Tensor x = Tensor::randn({n, 3, 5, 7}, 11);
+  Tensor y = Tensor::randn({n, 2, 3, 5}, 12);
+  float* p = x.data<float>();
+  for (int i = 0; i < 105; ++i) p[i] *= 1e-6f;
+  p[0] = 0.0f;
+  p[1] = -0.0f;
+  io::DatasetWriterOptions wo;
+  wo.dtype = type;
+  wo.compression_level = level;
+  io::write_dataset(path, x, y, wo);
+  return path;
+}
+
 io::DatasetReaderOptions options(const std::string& path, DType dtype = DType::Float32) {
   io::DatasetReaderOptions o;
   o.path = path;
@@ -96,6 +115,9 @@ TEST(BatchSource, CacheBytesAreTheWholeDatasetInTheReadersDtype) {
   io::DatasetReader r32(options(path)), r64(options(path, DType::Float64));
   EXPECT_EQ(train::device_cache_bytes(r32), size_t(23 * (105 + 30) * 4));
   EXPECT_EQ(train::device_cache_bytes(r64), size_t(23 * (105 + 30) * 8));
+  // Half-width data is cached as its 16-bit values, in 4-byte words: x's 2415 values take 1208.
+  io::DatasetReader r16(options(write_half_data(tmp, 23, io::ElementType::Float16, 0)));
+  EXPECT_EQ(train::device_cache_bytes(r16), size_t((1208 + 345) * 4));
 }
 
 TEST(BatchSource, EpochBatchesAreWhatTheReaderDelivers) {
@@ -172,6 +194,29 @@ TEST(BatchSourceCuda, StreamingAndDeviceResidentEqualTheReaderBitForBit) {
     EXPECT_EQ(cached->device_bytes(), train::device_cache_bytes(r2));
     EXPECT_CONTAINS(cached->describe(), "device-resident");
     expect_like_reader(*cached, ref);
+  }
+}
+
+// float16 / bfloat16 files: streamed (16-bit values copied, widened on the copy stream) and
+// device-resident (16-bit cache, widening gather) batches equal the CPU's widening bit for bit.
+TEST(BatchSourceCuda, HalfWidthDataWidenedOnTheGpuEqualsTheCpuConversion) {
+  TG_SKIP_WITHOUT_GPU();
+  TempDir tmp;
+  for (io::ElementType type : {io::ElementType::Float16, io::ElementType::BFloat16}) {
+    for (int level : {0, 1}) {
+      const std::string path = write_half_data(tmp, 47, type, level);
+      for (DType dt : {DType::Float32, DType::Float64}) {
+        SCOPED_TRACE(std::string(io::element_type_name(type)) + (level ? " gzip " : " plain ") +
+                     dtype_name(dt));
+        io::DatasetReader r1(options(path, dt)), r2(options(path, dt)), ref(options(path, dt));
+        auto streaming = train::make_streaming_source(r1);
+        expect_like_reader(*streaming, ref);
+        auto cached = train::make_device_cache_source(r2);
+        EXPECT_EQ(cached->device_bytes(), train::device_cache_bytes(r2));
+        EXPECT_LT(cached->device_bytes(), size_t(47 * (105 + 30) * 4));
+        expect_like_reader(*cached, ref);
+      }
+    }
   }
 }
 
