@@ -428,7 +428,12 @@ struct DatasetReader::Impl {
         }
       }
     };
-    const size_t nthreads = std::min(segs.size(), size_t(io_threads));
+    // Threads only for enough bytes to pay for them (small batches of CPU training are read in
+    // about a millisecond, and extra threads would only take cores from the training step).
+    const size_t total = rows.size() * size_t(d.row_bytes);
+    const size_t per_thread = size_t(std::max<int64_t>(opt.io_thread_bytes, 1));
+    const size_t by_bytes = std::max<size_t>(1, total / per_thread);
+    const size_t nthreads = std::min({segs.size(), size_t(io_threads), by_bytes});
     if (nthreads <= 1) {
       work(0, segs.size());
     } else {

@@ -97,6 +97,9 @@ struct DatasetReaderOptions {
   /// Threads for direct reads (each also checks its part for NaN/Inf); 0 = min(8, hardware
   /// threads).
   int io_threads = 0;
+  /// A direct read uses at most one thread per this many bytes of it (small batches, as in CPU
+  /// training, are read in about a millisecond by one thread; more would take cores from the step).
+  int64_t io_thread_bytes = int64_t(16) << 20;
   /// Data-parallel training: batch_size is the global batch, and this reader returns only part
   /// shard_index of shard_count of each training batch (positions [floor(r*b/K), floor((r+1)*b/K))
   /// of the batch's b rows in the epoch order, so all ranks together read each batch exactly once).

@@ -1,6 +1,10 @@
 #include "float16.h"
 
 #include <algorithm>
+#include <type_traits>
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 #include "../core/error.h"
 
@@ -16,11 +20,21 @@ ElementType parse_element_type(const std::string& s) {
 
 namespace {
 
-// One loop per type so that each vectorises (the conversions are branch-free selects).
+// One loop per type so that each vectorises (the conversions are branch-free selects); float16 to
+// float32 with F16C's vcvtph2ps where the compiler targets it (exact, 3x faster than the loop).
 template <typename Out>
 void widen(ElementType t, const uint16_t* src, Out* dst, size_t n) {
   if (t == ElementType::Float16) {
-    for (size_t i = 0; i < n; ++i) dst[i] = Out(half_bits::f16_to_float(src[i]));
+    size_t i = 0;
+#ifdef __F16C__
+    if constexpr (std::is_same_v<Out, float>) {
+      for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+      }
+    }
+#endif
+    for (; i < n; ++i) dst[i] = Out(half_bits::f16_to_float(src[i]));
   } else {
     for (size_t i = 0; i < n; ++i) dst[i] = Out(half_bits::bf16_to_float(src[i]));
   }

@@ -590,6 +590,7 @@ TEST(Dataset, DirectReadsEqualHdf5Reads) {
     o.batch_size = 6;
     o.seed = 3;
     o.io_threads = 3;
+    o.io_thread_bytes = 1;  // threads even for these few bytes
     DatasetReader direct(o);
     const bool expect_direct = std::string(name) != "gzip.h5";
     EXPECT_EQ(direct.direct_x(), expect_direct) << direct.direct_info();
@@ -665,6 +666,7 @@ TEST(Dataset, NaNInLargeSamplesReadDirectlyByThreads) {
   o.batch_size = 3;
   o.shuffle = false;
   o.io_threads = 4;
+  o.io_thread_bytes = 1;
   DatasetReader r(o);
   ASSERT_TRUE(r.direct_x());
   Batch b;

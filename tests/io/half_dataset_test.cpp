@@ -197,6 +197,7 @@ TEST(HalfDataset, Float16AndBFloat16FilesReadAsExactlyTheRoundedValues) {
         o.dtype = dt;
         o.check_finite = false;
         o.io_threads = 2;
+        o.io_thread_bytes = 1;  // two threads, each widening its part
         DatasetReader r(o);
         EXPECT_EQ(r.direct_x(), level == 0) << r.direct_info();
         const Tensor wx = rounded(x, type, dt), wy = rounded(y, type, dt);
