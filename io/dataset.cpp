@@ -348,8 +348,8 @@ struct DatasetReader::Impl {
   void check_batch_memory(const Shape& shape, const std::string& name) const {
     const int64_t rows = std::min(opt.batch_size, shape[0]);
     Shape batch = with_rows(shape, rows);
-    const std::string what = "a batch of shape " + shape_str(batch) + " of dataset '" + name +
-                             "' in '" + opt.path + "'";
+    const std::string what =
+        "a batch of shape " + shape_str(batch) + " of dataset '" + name + "' in '" + opt.path + "'";
     h5::check_fits_in_memory(
         checked_mul(row_bytes_of(shape, name, dtype_size(opt.dtype)), rows, what), what);
   }
@@ -421,7 +421,8 @@ struct DatasetReader::Impl {
         const Segment& g = segs[s];
         const size_t n = g.bytes / esize;
         pread_fully(fd, g.dst, g.bytes, g.offset, opt.path);
-        if (opt.check_finite) bad[s] = first_nonfinite_stored(mem, g.dst, int64_t(n), &bad_value[s]);
+        if (opt.check_finite)
+          bad[s] = first_nonfinite_stored(mem, g.dst, int64_t(n), &bad_value[s]);
         if (widen_to && bad[s] < 0) {
           widen_into(mem, reinterpret_cast<const uint16_t*>(g.dst), *widen_to,
                      int64_t(g.row) * per + g.elem0, n);
@@ -765,8 +766,8 @@ struct DatasetWriter::Impl {
   h5::Dataset create(const std::string& name, const Shape& sample, int64_t total) {
     Shape full = sample;
     full.insert(full.begin(), total);
-    const std::string what = "DatasetWriter: dataset '" + name + "' of shape " + shape_str(full) +
-                             " in '" + path + "'";
+    const std::string what =
+        "DatasetWriter: dataset '" + name + "' of shape " + shape_str(full) + " in '" + path + "'";
     int64_t sample_bytes = int64_t(element_size(opt.dtype));
     for (int64_t d : sample) sample_bytes = checked_mul(sample_bytes, d, what + ": sample bytes");
     checked_mul(sample_bytes, total, what + ": bytes");
@@ -817,8 +818,8 @@ struct DatasetWriter::Impl {
         const int64_t per = host.numel() / host.size(0);
         TG_THROW("DatasetWriter: '", path, "': ", name, " of sample ", row0 + i / per,
                  " has the value ", f32.data<float>()[i], " at element ", i % per,
-                 ", outside the range of ", element_type_name(opt.dtype), " (it would be stored as ",
-                 half_bits::to_float(opt.dtype, bits[size_t(i)]), ")");
+                 ", outside the range of ", element_type_name(opt.dtype),
+                 " (it would be stored as ", half_bits::to_float(opt.dtype, bits[size_t(i)]), ")");
       }
     }
     ds.write(bits.data(), opt.dtype, ms, fs);

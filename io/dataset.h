@@ -34,10 +34,11 @@ struct DatasetInfo {
 };
 
 /// Opens path and checks that x_name and y_name are datasets of rank 4 with float32, float64,
-/// float16 or bfloat16 elements (h5::Dataset::element_type), every dimension >= 1, and the same N, whose size in bytes fits in 64 bits, that hold
-/// data (declared but never written is an error), and whose filters this HDF5 library has. Throws
-/// tg::Error naming the file and the dataset ("dataset 'y' in 'data.h5': expected rank 4 (N, C, H,
-/// W), got 2 ([10, 3])"); a broken soft or external link says where it points.
+/// float16 or bfloat16 elements (h5::Dataset::element_type), every dimension >= 1, and the same N,
+/// whose size in bytes fits in 64 bits, that hold data (declared but never written is an error),
+/// and whose filters this HDF5 library has. Throws tg::Error naming the file and the dataset
+/// ("dataset 'y' in 'data.h5': expected rank 4 (N, C, H, W), got 2 ([10, 3])"); a broken soft or
+/// external link says where it points.
 DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name = "x",
                             const std::string& y_name = "y");
 
@@ -46,9 +47,10 @@ DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name =
 struct HalfRows {
   ElementType type = ElementType::Float16;  ///< float16 or bfloat16
   Shape shape;                              ///< (B, ...), in elements
-  /// Host memory (pinned like the batch tensors) holding the numel(shape) 2-byte values, in row-major
-  /// order from its start. A float32 tensor of ceil(numel / 2) elements, used only as bytes (tensors
-  /// have no 16-bit dtype), so that it shares the reader's buffer pool and lifetime rules.
+  /// Host memory (pinned like the batch tensors) holding the numel(shape) 2-byte values, in
+  /// row-major order from its start. A float32 tensor of ceil(numel / 2) elements, used only as
+  /// bytes (tensors have no 16-bit dtype), so that it shares the reader's buffer pool and lifetime
+  /// rules.
   Tensor bytes;
   bool defined() const { return bytes.defined(); }
   int64_t numel() const { return checked_numel(shape); }
@@ -58,10 +60,11 @@ struct HalfRows {
 
 /// One batch of samples.
 struct Batch {
-  Tensor x, y;        ///< (B, ...) host tensors (pinned when options.pinned and CUDA is built)
-  /// With keep_half_width, a float16 / bfloat16 x or y comes here instead (and x or y is undefined).
+  Tensor x, y;  ///< (B, ...) host tensors (pinned when options.pinned and CUDA is built)
+  /// With keep_half_width, a float16 / bfloat16 x or y comes here instead (and x or y is
+  /// undefined).
   HalfRows x_half, y_half;
-  int64_t epoch = 0;  ///< the training epoch; -1 for a validation batch
+  int64_t epoch = 0;           ///< the training epoch; -1 for a validation batch
   int64_t index_in_epoch = 0;  ///< batch number within its epoch (or within the validation set)
   /// The file row of each sample of the batch, in the batch's order (ascending: see DatasetReader).
   std::vector<int64_t> indices;
@@ -91,8 +94,9 @@ struct DatasetReaderOptions {
   bool pinned = true;        ///< page-locked host memory (for fast, asynchronous copies to CUDA)
   bool check_finite = true;  ///< throw on NaN or Inf in a batch
   /// Read unfiltered data (no compression, no checksum, stored type == dtype, or float16 /
-  /// bfloat16, whose raw values are then widened) with parallel pread()s straight into the buffer, bypassing HDF5's single-threaded data path. Data that
-  /// does not qualify is read through HDF5 hyperslabs.
+  /// bfloat16, whose raw values are then widened) with parallel pread()s straight into the buffer,
+  /// bypassing HDF5's single-threaded data path. Data that does not qualify is read through HDF5
+  /// hyperslabs.
   bool direct_io = true;
   /// Threads for direct reads (each also checks its part for NaN/Inf); 0 = min(8, hardware
   /// threads).
@@ -121,9 +125,10 @@ struct DatasetReaderOptions {
 /// reference to a buffer any more, so a batch stays valid for as long as the caller keeps it.
 ///
 /// Errors (missing or malformed file, read failures, NaN/Inf, a batch larger than this machine's
-/// memory) are tg::Error naming the file, the dataset and, for bad values, the sample index. An error raised on the background thread is
-/// rethrown by the next()/next_val() call that would have returned that batch; that batch counts as
-/// delivered and the following call continues with the next one.
+/// memory) are tg::Error naming the file, the dataset and, for bad values, the sample index. An
+/// error raised on the background thread is rethrown by the next()/next_val() call that would have
+/// returned that batch; that batch counts as delivered and the following call continues with the
+/// next one.
 ///
 /// Not thread safe: one thread calls start_epoch/next/start_val/next_val.
 class DatasetReader {
@@ -195,8 +200,8 @@ struct DatasetWriterOptions {
   /// nearest even, NaN staying NaN; with check_finite a finite value that overflows the 16-bit
   /// range is refused like NaN and Inf).
   ElementType dtype = ElementType::Float32;
-  int compression_level = 1;     ///< gzip level 0..9; 0 = uncompressed
-  bool shuffle_filter = true;    ///< byte shuffle before gzip (helps float data; unused at level 0)
+  int compression_level = 1;   ///< gzip level 0..9; 0 = uncompressed
+  bool shuffle_filter = true;  ///< byte shuffle before gzip (helps float data; unused at level 0)
   /// fletcher32 checksum per chunk. Compressed chunks are already checked by deflate's adler32;
   /// this is for uncompressed data (and then disables DatasetReader's direct reads).
   bool checksum = false;

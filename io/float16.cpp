@@ -11,8 +11,8 @@
 namespace tg::io {
 
 ElementType parse_element_type(const std::string& s) {
-  for (ElementType t : {ElementType::Float32, ElementType::Float64, ElementType::Float16,
-                        ElementType::BFloat16}) {
+  for (ElementType t :
+       {ElementType::Float32, ElementType::Float64, ElementType::Float16, ElementType::BFloat16}) {
     if (s == element_type_name(t)) return t;
   }
   TG_THROW("unknown element type '", s, "': expected float32, float64, float16 or bfloat16");

@@ -22,10 +22,14 @@ inline size_t element_size(ElementType t) {
 }
 inline const char* element_type_name(ElementType t) {
   switch (t) {
-    case ElementType::Float32: return "float32";
-    case ElementType::Float64: return "float64";
-    case ElementType::Float16: return "float16";
-    case ElementType::BFloat16: return "bfloat16";
+    case ElementType::Float32:
+      return "float32";
+    case ElementType::Float64:
+      return "float64";
+    case ElementType::Float16:
+      return "float16";
+    case ElementType::BFloat16:
+      return "bfloat16";
   }
   return "?";
 }
@@ -58,8 +62,8 @@ inline float bits_float(uint32_t u) {
 inline float f16_to_float(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t em = h & 0x7fffu;
-  const uint32_t bits = em >= 0x7c00u ? (em << 13) | 0x7f800000u
-                                      : float_bits(bits_float(em << 13) * 0x1p112f);
+  const uint32_t bits =
+      em >= 0x7c00u ? (em << 13) | 0x7f800000u : float_bits(bits_float(em << 13) * 0x1p112f);
   return bits_float(sign | bits);
 }
 

@@ -256,8 +256,7 @@ Datatype element_h5_type(ElementType t) {
   TG_H5_CHECK(H5Tset_fields(d.id(), 15, msize, esize, 0, msize), "hdf5: cannot describe ",
               element_type_name(t));
   TG_H5_CHECK(H5Tset_size(d.id(), 2), "hdf5: cannot describe ", element_type_name(t));
-  TG_H5_CHECK(H5Tset_ebias(d.id(), f16 ? 15 : 127), "hdf5: cannot describe ",
-              element_type_name(t));
+  TG_H5_CHECK(H5Tset_ebias(d.id(), f16 ? 15 : 127), "hdf5: cannot describe ", element_type_name(t));
   return d;
 }
 
@@ -304,7 +303,9 @@ bool recognise_float(hid_t type, ElementType* out, std::string* what) {
           ", exponent bits " + std::to_string(epos) + ".." + std::to_string(epos + esize - 1) +
           " with bias " + std::to_string(ebias) + ", mantissa bits " + std::to_string(mpos) + ".." +
           std::to_string(mpos + msize - 1) +
-          (order == H5T_ORDER_BE ? ", big-endian" : order == H5T_ORDER_LE ? "" : ", mixed order") +
+          (order == H5T_ORDER_BE   ? ", big-endian"
+           : order == H5T_ORDER_LE ? ""
+                                   : ", mixed order") +
           ")";
   return false;
 }
@@ -890,8 +891,8 @@ std::vector<std::string> Dataset::unavailable_filters(bool required_only) const 
     unsigned flags = 0, config = 0;
     size_t nvalues = 0;
     char name[256] = {0};
-    const H5Z_filter_t f =
-        H5Pget_filter2(dcpl.id(), unsigned(i), &flags, &nvalues, nullptr, sizeof(name), name, &config);
+    const H5Z_filter_t f = H5Pget_filter2(dcpl.id(), unsigned(i), &flags, &nvalues, nullptr,
+                                          sizeof(name), name, &config);
     TG_H5_CHECK(f, "hdf5: cannot get filter ", i, " of dataset ", where());
     const bool optional = (flags & H5Z_FLAG_OPTIONAL) != 0;
     if (H5Zfilter_avail(f) > 0 || (required_only && optional)) continue;
@@ -985,8 +986,9 @@ std::string Group::describe_link(const std::string& name) const {
   const char* target_file = nullptr;
   const char* target_path = nullptr;
   unsigned flags = 0;
-  TG_H5_CHECK(H5Lunpack_elink_val(value.data(), info.u.val_size, &flags, &target_file, &target_path),
-              "hdf5: cannot read external link '", display(child_path(name)), "' in '", file_, "'");
+  TG_H5_CHECK(
+      H5Lunpack_elink_val(value.data(), info.u.val_size, &flags, &target_file, &target_path),
+      "hdf5: cannot read external link '", display(child_path(name)), "' in '", file_, "'");
   return "an external link to '" + std::string(target_path ? target_path : "") + "' in '" +
          (target_file ? target_file : "") + "'";
 }
@@ -1094,8 +1096,8 @@ Dataset Group::create_dataset(const std::string& name, ElementType type, const S
   }
   Dataspace space = Dataspace::simple(shape);
   Datatype ftype = element_h5_type(type);
-  hid_t d = H5Dcreate2(id(), name.c_str(), ftype.id(), space.id(), H5P_DEFAULT, dcpl.id(),
-                       dapl.id());
+  hid_t d =
+      H5Dcreate2(id(), name.c_str(), ftype.id(), space.id(), H5P_DEFAULT, dcpl.id(), dapl.id());
   TG_H5_CHECK(d, "hdf5: cannot create dataset ", full, " of shape ", shape);
   return Dataset(d, file_, child_path(name));
 }
@@ -1285,8 +1287,8 @@ void AtomicFile::commit() {
       auto it = broken_files().find(temp_);
       if (it != broken_files().end()) failure = it->second;
     }
-    TG_CHECK(failure.empty(), "hdf5: cannot save '", path_, "': an earlier write failed (",
-             failure, "); the previous file is unchanged");
+    TG_CHECK(failure.empty(), "hdf5: cannot save '", path_, "': an earlier write failed (", failure,
+             "); the previous file is unchanged");
     fsync_path(temp_, false);
     if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
       TG_THROW("hdf5: cannot move '", temp_, "' to '", path_, "': ", std::strerror(errno));

@@ -232,7 +232,8 @@ class Dataset : public Object {
   void write(const void* src, DType mem_type, const Dataspace& mem_space,
              const Dataspace& file_space);
   void write(const void* src, DType mem_type);
-  /// Writes elements of mem_type; 16-bit values are written as they are into a dataset of that type.
+  /// Writes elements of mem_type; 16-bit values are written as they are into a dataset of that
+  /// type.
   void write(const void* src, ElementType mem_type, const Dataspace& mem_space,
              const Dataspace& file_space);
 

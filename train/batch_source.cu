@@ -57,7 +57,8 @@ __global__ void spin_kernel(unsigned long long ns) {
 
 }  // namespace
 
-void gather_rows_cuda(void* dst, const void* src, const int64_t* rows, int64_t n, size_t row_bytes) {
+void gather_rows_cuda(void* dst, const void* src, const int64_t* rows, int64_t n,
+                      size_t row_bytes) {
   if (n == 0 || row_bytes == 0) return;
   const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(src) % 16 == 0;

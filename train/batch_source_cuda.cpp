@@ -1,12 +1,13 @@
 // The CUDA batch sources: streaming (copies on a copy stream, ordered by events) and
 // device-resident (the dataset in GPU memory, batches gathered by a kernel).
+#include "batch_source_cuda.h"
+
 #include <cstdio>
 #include <cstring>
 
 #include "../core/cuda_context.h"
 #include "../core/cuda_utils.h"
 #include "../core/size.h"
-#include "batch_source_cuda.h"
 
 namespace tg::train::detail {
 
@@ -75,11 +76,11 @@ class StreamingSource final : public BatchSource {
 
  private:
   struct Slot {
-    Tensor x, y;              // device buffers, as many rows as the largest batch so far
-    Tensor x_half, y_half;    // staging for 16-bit values (float32 tensors used as bytes)
-    Event copied, consumed;   // copy done (copy stream); last user queued (compute stream)
+    Tensor x, y;             // device buffers, as many rows as the largest batch so far
+    Tensor x_half, y_half;   // staging for 16-bit values (float32 tensors used as bytes)
+    Event copied, consumed;  // copy done (copy stream); last user queued (compute stream)
     bool consumed_valid = false;
-    io::Batch host;           // the host batch whose copy may still be in flight
+    io::Batch host;  // the host batch whose copy may still be in flight
   };
 
   bool deliver(bool val, io::Batch& out) {
@@ -91,11 +92,11 @@ class StreamingSource final : public BatchSource {
       last.consumed_valid = true;
     }
     for (Slot& s : slots_)  // hand back host buffers whose copies are done
-      if (s.host.x.defined() && copy_done(s)) s.host = io::Batch();
+      if (holds_host(s) && copy_done(s)) s.host = io::Batch();
     io::Batch hb;
     if (!(val ? reader_.next_val(hb) : reader_.next(hb))) return false;
     Slot& s = slots_[delivered_ % 2];
-    if (s.host.x.defined()) {  // its copy was queued two batches ago; wait before letting it go
+    if (holds_host(s)) {  // its copy was queued two batches ago; wait before letting it go
       TG_CUDA_CHECK(cudaEventSynchronize(s.copied.get()));
       s.host = io::Batch();
     }
@@ -126,6 +127,12 @@ class StreamingSource final : public BatchSource {
     return true;
   }
 
+  // Whether the slot still references a host batch (widened tensors or 16-bit values).
+  static bool holds_host(const Slot& s) {
+    return s.host.x.defined() || s.host.y.defined() || s.host.x_half.defined() ||
+           s.host.y_half.defined();
+  }
+
   static bool copy_done(const Slot& s) {
     const cudaError_t q = cudaEventQuery(s.copied.get());
     if (q == cudaErrorNotReady) {
@@ -139,7 +146,8 @@ class StreamingSource final : public BatchSource {
   // Makes buffer able to hold a batch of this shape and dtype (the same shape past dimension 0 and
   // at least as many rows), allocating it anew if needed; true when it did.
   static bool ensure(Tensor& buffer, const Shape& shape, DType dtype) {
-    bool fits = buffer.defined() && buffer.dtype() == dtype && buffer.dim() == int64_t(shape.size());
+    bool fits =
+        buffer.defined() && buffer.dtype() == dtype && buffer.dim() == int64_t(shape.size());
     for (size_t d = 1; fits && d < shape.size(); ++d) fits = buffer.size(int64_t(d)) == shape[d];
     if (fits && buffer.size(0) >= shape[0]) return false;
     buffer = Tensor::empty(shape, dtype, Device::CUDA);
@@ -297,7 +305,8 @@ class DeviceCacheSource final : public BatchSource {
     lo.drop_last = false;
     lo.prefetch = true;
     lo.pinned = true;
-    lo.batch_size = std::max<int64_t>(1, int64_t((size_t(256) << 20) / std::max<size_t>(row_bytes, 1)));
+    lo.batch_size =
+        std::max<int64_t>(1, int64_t((size_t(256) << 20) / std::max<size_t>(row_bytes, 1)));
     io::DatasetReader loader(lo);
     int64_t done = 0;
     auto put = [&](const io::Batch& b) {

@@ -2,11 +2,11 @@
 // (train/batch_source.cu). Only declared and called when TG_WITH_CUDA is set.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-
-#include <cuda_runtime_api.h>
 
 #include "batch_source.h"
 

@@ -91,9 +91,9 @@ TEST(HalfFloat, NarrowingRoundsToNearestEvenOverflowsToInfAndKeepsNaN) {
   EXPECT_EQ(float_to_f16(65519.0f), 0x7bff);
   EXPECT_EQ(float_to_f16(65520.0f), 0x7c00);  // the tie above the largest finite: inf
   EXPECT_EQ(float_to_f16(-1e30f), 0xfc00);
-  EXPECT_EQ(float_to_f16(0x1p-25f), 0x0000);         // half the smallest subnormal: to even (0)
+  EXPECT_EQ(float_to_f16(0x1p-25f), 0x0000);  // half the smallest subnormal: to even (0)
   EXPECT_EQ(float_to_f16(0x1p-25f * 1.0001f), 0x0001);
-  EXPECT_EQ(float_to_f16(3 * 0x1p-25f), 0x0002);     // 1.5 subnormal steps: to even (2)
+  EXPECT_EQ(float_to_f16(3 * 0x1p-25f), 0x0002);  // 1.5 subnormal steps: to even (2)
   EXPECT_EQ(float_to_f16(-0.0f), 0x8000);
   EXPECT_EQ(float_to_f16(0x1p-14f - 0x1p-26f), 0x0400);  // rounds up into the normals
   EXPECT_EQ(float_to_bf16(1.0f + 0x1p-8f), 0x3f80);
@@ -104,7 +104,8 @@ TEST(HalfFloat, NarrowingRoundsToNearestEvenOverflowsToInfAndKeepsNaN) {
   // Against the nearest neighbour, for values spread over every binade of each format. The
   // positive finite float16 values ascend with their bit patterns 0 .. 0x7bff.
   std::vector<float> f16_values(0x7c00);
-  for (size_t i = 0; i < f16_values.size(); ++i) f16_values[i] = half_bits::f16_to_float(uint16_t(i));
+  for (size_t i = 0; i < f16_values.size(); ++i)
+    f16_values[i] = half_bits::f16_to_float(uint16_t(i));
   Generator gen(7);
   for (int i = 0; i < 200000; ++i) {
     const float av = float(std::ldexp(1.0 + gen.uniform(), int(gen.below(44)) - 26));
@@ -134,9 +135,9 @@ TEST(HalfFloat, ParsesElementTypes) {
 std::pair<Tensor, Tensor> special_data(int64_t n, bool with_inf) {
   Tensor x = Tensor::randn({n, 2, 3, 4}, 21), y = Tensor::randn({n, 1, 2, 2}, 22);
   float* p = x.data<float>() + 24;
-  const float specials[] = {0.0f,         -0.0f,        0x1p-24f,   -0x1p-24f,  0x3ffp-24f,
-                            0x1p-14f,     65504.0f,     -65504.0f,  1.0f + 0x1p-11f,
-                            0x1p-130f,    1e-3f,        3.14159f,   100.0f,     -7.25f};
+  const float specials[] = {0.0f,     -0.0f,    0x1p-24f,  -0x1p-24f,       0x3ffp-24f,
+                            0x1p-14f, 65504.0f, -65504.0f, 1.0f + 0x1p-11f, 0x1p-130f,
+                            1e-3f,    3.14159f, 100.0f,    -7.25f};
   std::copy(std::begin(specials), std::end(specials), p);
   if (with_inf) {
     p[20] = INFINITY;
@@ -151,8 +152,10 @@ Tensor rounded(const Tensor& t, ElementType type, DType dtype = DType::Float32) 
   std::vector<uint16_t> bits(n);
   narrow_to_half(type, t.data<float>(), bits.data(), n);
   Tensor out = Tensor::empty(t.shape(), dtype);
-  if (dtype == DType::Float32) widen_half(type, bits.data(), out.data<float>(), n);
-  else widen_half(type, bits.data(), out.data<double>(), n);
+  if (dtype == DType::Float32)
+    widen_half(type, bits.data(), out.data<float>(), n);
+  else
+    widen_half(type, bits.data(), out.data<double>(), n);
   return out;
 }
 
@@ -184,8 +187,8 @@ TEST(HalfDataset, Float16AndBFloat16FilesReadAsExactlyTheRoundedValues) {
       wo.dtype = type;
       wo.compression_level = level;
       wo.check_finite = false;  // the file holds +-inf
-      const std::string path = tmp.file(std::string(element_type_name(type)) +
-                                        std::to_string(level) + ".h5");
+      const std::string path =
+          tmp.file(std::string(element_type_name(type)) + std::to_string(level) + ".h5");
       write_dataset(path, x, y, wo);
       const DatasetInfo info = inspect_dataset(path);
       EXPECT_EQ(info.x_type, type);
@@ -322,8 +325,8 @@ void write_typed(const std::string& path, hid_t ftype) {
   f.close();
 }
 
-hid_t custom_float(size_t spos, size_t epos, size_t esize, size_t msize, size_t bytes,
-                   size_t ebias, bool big_endian) {
+hid_t custom_float(size_t spos, size_t epos, size_t esize, size_t msize, size_t bytes, size_t ebias,
+                   bool big_endian) {
   hid_t t = H5Tcopy(H5T_IEEE_F32LE);
   H5Tset_fields(t, spos, epos, esize, 0, msize);
   H5Tset_size(t, bytes);
@@ -359,8 +362,8 @@ TEST(HalfDataset, OtherTypesAreAClearErrorNamingTheFileAndTheType) {
   EXPECT_EQ(inspect_dataset(le).x_type, ElementType::Float16);
 }
 
-// Training on a float16 file equals training on a float32 file of the same (rounded) values, bit for
-// bit: the widening is exact, so the runs see the same batches.
+// Training on a float16 file equals training on a float32 file of the same (rounded) values, bit
+// for bit: the widening is exact, so the runs see the same batches.
 TEST(HalfDataset, CpuTrainingOnFloat16EqualsFloat32OfTheRoundedValues) {
   TempDir tmp;
   Tensor x = Tensor::rand({40, 2, 7, 7}, 51), y = Tensor::randn({40, 4, 5, 5}, 52);

@@ -1,6 +1,6 @@
 // The Trainer's batch sources: host, streaming (copy stream + events) and device-resident (gather)
-// yield the reader's batches bit for bit; the streaming source never lets the reader refill a pinned
-// buffer whose copy is still queued.
+// yield the reader's batches bit for bit; the streaming source never lets the reader refill a
+// pinned buffer whose copy is still queued.
 #include "train/batch_source.h"
 
 #include <gtest/gtest.h>
@@ -8,12 +8,11 @@
 #include <cstring>
 #include <fstream>
 
-#include "train/trainer.h"
-#include "nn/model.h"
-
 #include "core/cuda_context.h"
 #include "io/dataset.h"
+#include "nn/model.h"
 #include "test_utils.h"
+#include "train/trainer.h"
 #ifdef TG_WITH_CUDA
 #include "train/batch_source_cuda.h"
 #endif
@@ -85,7 +84,8 @@ void expect_like_reader(train::BatchSource& src, io::DatasetReader& ref_reader) 
     int64_t count = 0;
     while (ref_reader.next(want)) {
       ASSERT_TRUE(src.next(got)) << "source ended early at batch " << count;
-      expect_same_bits(got, want, "epoch " + std::to_string(epoch) + " batch " + std::to_string(count));
+      expect_same_bits(got, want,
+                       "epoch " + std::to_string(epoch) + " batch " + std::to_string(count));
       ++count;
     }
     EXPECT_FALSE(src.next(got));
@@ -240,32 +240,36 @@ TEST(BatchSourceCuda, AutoPicksTheCacheWhenItFitsAndDeviceRefusesWhatDoesNot) {
 #ifdef TG_WITH_CUDA
 // The copies queue behind a busy compute stream (a spinning kernel per batch) while the host runs
 // ahead; if the source let the reader refill a pinned buffer before its copy ran, the device would
-// receive a later batch's values. Each device batch is cloned on the device and compared at the end.
+// receive a later batch's values. Each device batch is cloned on the device and compared at the
+// end. Float32 data (pinned batch tensors) and float16 data (pinned buffers of 16-bit values).
 TEST(BatchSourceCuda, APinnedBufferIsRefilledOnlyAfterItsCopyRan) {
   TG_SKIP_WITHOUT_GPU();
   TempDir tmp;
-  const std::string path = write_data(tmp, 60);
-  io::DatasetReaderOptions o = options(path);
-  o.val_fraction = 0;
-  o.batch_size = 4;
-  io::DatasetReader reader(o), ref(o);
-  auto src = train::make_streaming_source(reader);
-  src->start_epoch(0, 0);
-  std::vector<Tensor> xs, ys;
-  io::Batch b;
-  while (src->next(b)) {
-    train::detail::spin_stream_cuda(20.0);
-    xs.push_back(b.x.clone());
-    ys.push_back(b.y.clone());
+  for (const std::string& path :
+       {write_data(tmp, 60), write_half_data(tmp, 60, io::ElementType::Float16, 0)}) {
+    SCOPED_TRACE(path);
+    io::DatasetReaderOptions o = options(path);
+    o.val_fraction = 0;
+    o.batch_size = 4;
+    io::DatasetReader reader(o), ref(o);
+    auto src = train::make_streaming_source(reader);
+    src->start_epoch(0, 0);
+    std::vector<Tensor> xs, ys;
+    io::Batch b;
+    while (src->next(b)) {
+      train::detail::spin_stream_cuda(20.0);
+      xs.push_back(b.x.clone());
+      ys.push_back(b.y.clone());
+    }
+    cuda::synchronize();
+    ref.start_epoch(0);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      ASSERT_TRUE(ref.next(b));
+      EXPECT_EQ(testing::max_abs_diff(xs[i].cpu(), b.x), 0.0) << "x of batch " << i;
+      EXPECT_EQ(testing::max_abs_diff(ys[i].cpu(), b.y), 0.0) << "y of batch " << i;
+    }
+    EXPECT_EQ(int64_t(xs.size()), ref.num_train_batches());
   }
-  cuda::synchronize();
-  ref.start_epoch(0);
-  for (size_t i = 0; i < xs.size(); ++i) {
-    ASSERT_TRUE(ref.next(b));
-    EXPECT_EQ(testing::max_abs_diff(xs[i].cpu(), b.x), 0.0) << "x of batch " << i;
-    EXPECT_EQ(testing::max_abs_diff(ys[i].cpu(), b.y), 0.0) << "y of batch " << i;
-  }
-  EXPECT_EQ(int64_t(xs.size()), ref.num_train_batches());
 }
 #endif
 
