@@ -179,7 +179,8 @@ class DatasetReader {
   std::string direct_info() const;
 
   /// Reads the given rows synchronously, in the given order (duplicates allowed), widened to dtype
-  /// whatever keep_half_width says. For inspection and tests; does not disturb the streams. epoch and index_in_epoch of the result are 0.
+  /// whatever keep_half_width says. For inspection and tests; does not disturb the streams. epoch
+  /// and index_in_epoch of the result are 0.
   Batch read(const std::vector<int64_t>& indices) const;
 
  private:
