@@ -116,6 +116,10 @@ int main(int argc, char** argv) {
   make_data->add_option("--groups", md.groups, "GroupNorm groups of the teacher")->check(CLI::Range(int64_t(1), kMaxSize))->capture_default_str();
   make_data->add_option("--noise", md.noise, "standard deviation of the noise added to y")->check(kFinite & CLI::NonNegativeNumber)->capture_default_str();
   make_data->add_option("--seed", md.seed, "seed of the teacher, x and the noise")->capture_default_str();
+  std::string md_dtype = "float32";
+  make_data->add_option("--dtype", md_dtype, "element type stored for x and y (float16, bfloat16: "
+                                             "rounded to nearest even; half the bytes to read)")
+      ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))->capture_default_str();
 
   std::string convert_in, convert_out;
   auto* convert = app.add_subcommand(
@@ -144,6 +148,7 @@ int main(int argc, char** argv) {
   }
   if (*make_data) {
     md.cancel = &g_interrupted;
+    md.dtype = io::parse_element_type(md_dtype);
     try {
       io::write_synthetic_dataset(md_out, md);
     } catch (const std::exception& e) {
@@ -154,9 +159,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "\ntg-train make-data: error: %s\n", e.what());
       return 1;
     }
-    std::printf("wrote %s: %lld samples, x (%lld, %lld, %lld), y (%lld, %lld, %lld)\n", md_out.c_str(),
-                (long long)md.samples, (long long)md.in_channels, (long long)md.height,
-                (long long)md.width, (long long)md.out_channels,
+    std::printf("wrote %s: %lld samples, %s x (%lld, %lld, %lld), y (%lld, %lld, %lld)\n",
+                md_out.c_str(), (long long)md.samples, md_dtype.c_str(), (long long)md.in_channels,
+                (long long)md.height, (long long)md.width, (long long)md.out_channels,
                 (long long)(md.height - md.kernel + 1), (long long)(md.width - md.kernel + 1));
     return 0;
   }

@@ -42,10 +42,10 @@ std::string join(const std::vector<std::string>& v) {
   return s.empty() ? "nothing" : s;
 }
 
-/// Opens dataset `name` of f and checks rank 4, dims >= 1, float32/float64, a size in bytes that
-/// fits in 64 bits, allocated storage and available filters.
+/// Opens dataset `name` of f and checks rank 4, dims >= 1, a supported element type, a size in
+/// bytes that fits in 64 bits, allocated storage and available filters.
 h5::Dataset open_sample_dataset(const h5::File& f, const std::string& name, Shape* shape,
-                                DType* dtype) {
+                                ElementType* type) {
   const std::string& path = f.path();
   h5::ObjectKind k = f.kind_of(name);
   TG_CHECK(k != h5::ObjectKind::None, "dataset: no dataset '", name, "' in '", path,
@@ -60,7 +60,7 @@ h5::Dataset open_sample_dataset(const h5::File& f, const std::string& name, Shap
   for (int64_t v : s) {
     TG_CHECK(v >= 1, "dataset '", name, "' in '", path, "': every dimension must be >= 1, got ", s);
   }
-  *dtype = d.float_dtype();
+  *type = d.element_type();
   d.nbytes(sizeof(double));  // as float64 batches, the largest element type
   d.check_readable();
   *shape = s;
@@ -125,16 +125,39 @@ int64_t find_nonfinite(const Tensor& t, double* value) {
   });
 }
 
-/// Throws when t (B, ...) holds NaN/Inf, naming the file row of the sample (rows[b]).
-void check_finite(const Tensor& t, const std::vector<int64_t>& rows, const std::string& name,
-                  const std::string& path) {
-  double v = 0;
-  int64_t i = find_nonfinite(t, &v);
-  if (i < 0) return;
-  int64_t per = t.numel() / t.size(0);
-  TG_THROW("dataset '", name, "' in '", path, "': sample ", rows[size_t(i / per)],
-           " has a non-finite value (", v, ") at element ", i % per, " of ", per,
-           " (flat index within the sample)");
+/// Throws for the non-finite value v at flat element `elem` of the batch's sample `row` (file row).
+[[noreturn]] void throw_nonfinite(const std::string& name, const std::string& path, int64_t row,
+                                  double v, int64_t elem, int64_t per) {
+  TG_THROW("dataset '", name, "' in '", path, "': sample ", row, " has a non-finite value (", v,
+           ") at element ", elem, " of ", per, " (flat index within the sample)");
+}
+
+/// Index of the first NaN/Inf of n stored elements of type t at p, and its value; -1 when none.
+int64_t first_nonfinite_stored(ElementType t, const void* p, int64_t n, double* value) {
+  if (is_half_width(t)) {
+    const auto* h = static_cast<const uint16_t*>(p);
+    const int64_t i = first_nonfinite_half(t, h, size_t(n));
+    if (i >= 0) *value = double(half_bits::to_float(t, h[i]));
+    return i;
+  }
+  if (t == ElementType::Float32) {
+    const auto* f = static_cast<const float*>(p);
+    const int64_t i = first_nonfinite(f, n);
+    if (i >= 0) *value = double(f[i]);
+    return i;
+  }
+  const auto* d = static_cast<const double*>(p);
+  const int64_t i = first_nonfinite(d, n);
+  if (i >= 0) *value = d[i];
+  return i;
+}
+
+/// Widens n 16-bit values of type t into element `elem0` onwards of the host tensor dst.
+void widen_into(ElementType t, const uint16_t* src, const Tensor& dst, int64_t elem0, size_t n) {
+  dispatch_dtype(dst.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    widen_half(t, src, static_cast<T*>(dst.raw_data()) + elem0, n);
+  });
 }
 
 Shape with_rows(const Shape& full, int64_t rows) {
@@ -168,7 +191,7 @@ class BufferPool {
   static bool is_free(const Tensor& t) {
     return t.impl().use_count() == 1 && t.impl()->storage.use_count() == 1;
   }
-  static constexpr size_t kMaxBuffers = 8;
+  static constexpr size_t kMaxBuffers = 16;
   std::mutex mu_;
   std::vector<Tensor> items_;
 };
@@ -202,8 +225,8 @@ DatasetInfo inspect_dataset(const std::string& path, const std::string& x_name,
                             const std::string& y_name) {
   h5::File f = h5::File::open(path);
   DatasetInfo info;
-  open_sample_dataset(f, x_name, &info.x_shape, &info.x_dtype);
-  open_sample_dataset(f, y_name, &info.y_shape, &info.y_dtype);
+  open_sample_dataset(f, x_name, &info.x_shape, &info.x_type);
+  open_sample_dataset(f, y_name, &info.y_shape, &info.y_type);
   TG_CHECK(info.x_shape[0] == info.y_shape[0], "dataset: '", x_name, "' and '", y_name, "' in '",
            path, "' have different numbers of samples: ", info.x_shape[0], " (", info.x_shape,
            ") vs ", info.y_shape[0], " (", info.y_shape, ")");
@@ -256,31 +279,55 @@ struct DatasetReader::Impl {
   bool stop = false;
   std::thread worker;
 
-  /// Reads sorted, duplicate-free rows into (pooled or fresh) host tensors and checks them.
-  Batch read_sorted(const std::vector<int64_t>& rows, bool pooled) const {
-    const int64_t b = int64_t(rows.size());
-    Shape xs = with_rows(info.x_shape, b), ys = with_rows(info.y_shape, b);
+  /// Reads sorted, duplicate-free rows into (pooled or fresh) host tensors and checks them; with
+  /// keep_half, half-width data stays as stored (Batch::x_half / y_half).
+  Batch read_sorted(const std::vector<int64_t>& rows, bool pooled, bool keep_half) const {
     Batch out;
-    out.x = allocate(xs, pooled, opt.x_name);
-    out.y = allocate(ys, pooled, opt.y_name);
-    if (!read_direct(xdirect, xds, rows, out.x, opt.x_name)) {
-      read_rows(xds, rows, out.x);
-      if (opt.check_finite) check_finite(out.x, rows, opt.x_name, opt.path);
-    }
-    if (!read_direct(ydirect, yds, rows, out.y, opt.y_name)) {
-      read_rows(yds, rows, out.y);
-      if (opt.check_finite) check_finite(out.y, rows, opt.y_name, opt.path);
-    }
+    read_dataset(xdirect, xds, info.x_type, info.x_shape, rows, pooled, keep_half, opt.x_name,
+                 out.x, out.x_half);
+    read_dataset(ydirect, yds, info.y_type, info.y_shape, rows, pooled, keep_half, opt.y_name,
+                 out.y, out.y_half);
     out.indices = rows;
     return out;
   }
 
+  /// The rows of one dataset: into `out` (opt.dtype), or for half-width data into `half` when
+  /// keep_half (else through a pooled buffer of the raw values that is widened into `out`).
+  void read_dataset(const Direct& d, const h5::Dataset& ds, ElementType stored, const Shape& full,
+                    const std::vector<int64_t>& rows, bool pooled, bool keep_half,
+                    const std::string& name, Tensor& out, HalfRows& half) const {
+    const Shape shape = with_rows(full, int64_t(rows.size()));
+    const bool is_half = is_half_width(stored);
+    if (!is_half || !keep_half) out = allocate(shape, opt.dtype, pooled, name);
+    // Where the stored values land: the batch tensor itself, or a buffer of 16-bit values.
+    ElementType mem = element_type_of(opt.dtype);
+    void* dst = is_half ? nullptr : out.raw_data();
+    if (is_half) {
+      const int64_t n = checked_numel(shape);
+      half.type = stored;
+      half.shape = shape;
+      half.bytes = allocate({(n + 1) / 2}, DType::Float32, pooled || keep_half, name);
+      mem = stored;
+      dst = half.bytes.raw_data();
+    }
+    const Tensor* widen_to = is_half && !keep_half ? &out : nullptr;
+    if (!read_direct(d, ds, rows, static_cast<char*>(dst), mem, widen_to, name)) {
+      read_rows(ds, rows, dst, mem, shape);
+      const int64_t n = checked_numel(shape), per = n / shape[0];
+      double v = 0;
+      const int64_t i = opt.check_finite ? first_nonfinite_stored(mem, dst, n, &v) : -1;
+      if (i >= 0) throw_nonfinite(name, opt.path, rows[size_t(i / per)], v, i % per, per);
+      if (widen_to) widen_into(stored, half.bits(), out, 0, size_t(n));
+    }
+    if (widen_to) half = HalfRows();  // widened: its buffer goes back to the pool
+  }
+
   /// A batch buffer of this shape for dataset `name`; failures name the dataset and the shape.
-  Tensor allocate(const Shape& shape, bool pooled, const std::string& name) const {
+  Tensor allocate(const Shape& shape, DType dtype, bool pooled, const std::string& name) const {
     const std::string what =
         "a batch of shape " + shape_str(shape) + " of dataset '" + name + "' in '" + opt.path + "'";
     try {
-      return pooled ? pool.get(shape, opt.dtype, opt.pinned) : Tensor::empty(shape, opt.dtype);
+      return pooled ? pool.get(shape, dtype, opt.pinned) : Tensor::empty(shape, dtype);
     } catch (const std::bad_alloc&) {
       TG_THROW("dataset: cannot allocate ", what, ": out of memory");
     } catch (const Error& e) {
@@ -288,11 +335,11 @@ struct DatasetReader::Impl {
     }
   }
 
-  /// Bytes of one sample of a dataset of this shape in the batch dtype (checked).
-  int64_t row_bytes_of(const Shape& shape, const std::string& name) const {
+  /// Bytes of one sample of a dataset of this shape as elements of elem_size bytes (checked).
+  int64_t row_bytes_of(const Shape& shape, const std::string& name, size_t elem_size) const {
     const std::string what = "dataset '" + name + "' in '" + opt.path + "' of shape " +
                              shape_str(shape) + ": bytes per sample";
-    int64_t n = int64_t(dtype_size(opt.dtype));
+    int64_t n = int64_t(elem_size);
     for (size_t i = 1; i < shape.size(); ++i) n = checked_mul(n, shape[i], what);
     return n;
   }
@@ -301,17 +348,20 @@ struct DatasetReader::Impl {
   void check_batch_memory(const Shape& shape, const std::string& name) const {
     const int64_t rows = std::min(opt.batch_size, shape[0]);
     Shape batch = with_rows(shape, rows);
-    const std::string what = "a batch of shape " + shape_str(batch) + " of dataset '" + name +
-                             "' in '" + opt.path + "'";
-    h5::check_fits_in_memory(checked_mul(row_bytes_of(shape, name), rows, what), what);
+    const std::string what =
+        "a batch of shape " + shape_str(batch) + " of dataset '" + name + "' in '" + opt.path + "'";
+    h5::check_fits_in_memory(
+        checked_mul(row_bytes_of(shape, name, dtype_size(opt.dtype)), rows, what), what);
   }
 
-  void setup_direct(Direct& d, const h5::Dataset& ds, const Shape& shape) {
+  /// Half-width data is read directly as its stored values; other data when stored as opt.dtype.
+  void setup_direct(Direct& d, const h5::Dataset& ds, const Shape& shape, ElementType stored) {
     if (!opt.direct_io) {
       d.why_not = "direct_io is off";
       return;
     }
-    d.layout = ds.raw_layout(opt.dtype);
+    const ElementType mem = is_half_width(stored) ? stored : element_type_of(opt.dtype);
+    d.layout = ds.raw_layout(mem);
     if (!d.layout.direct) {
       d.why_not = d.layout.why_not;
       return;
@@ -320,17 +370,19 @@ struct DatasetReader::Impl {
       d.why_not = "no data allocated";
       return;
     }
-    d.row_bytes = row_bytes_of(shape, ds.name().substr(1));
+    d.row_bytes = row_bytes_of(shape, ds.name().substr(1), element_size(mem));
     if (!d.layout.contiguous) {
       d.chunk_addr.assign(size_t((shape[0] + d.layout.chunk_rows - 1) / d.layout.chunk_rows), -2);
     }
     d.ok = true;
   }
 
-  /// Reads rows with parallel pread()s and checks them; false when the dataset does not qualify
-  /// (then nothing was read).
+  /// Reads rows (elements of type mem) with parallel pread()s into base and checks them; with
+  /// widen_to, each thread also widens its 16-bit part into that tensor (while it is in cache).
+  /// False when the dataset does not qualify (then nothing was read).
   bool read_direct(const Direct& d, const h5::Dataset& ds, const std::vector<int64_t>& rows,
-                   Tensor& out, const std::string& name) const {
+                   char* base, ElementType mem, const Tensor* widen_to,
+                   const std::string& name) const {
     if (!d.ok || fd < 0) return false;
     std::vector<int64_t> offsets(rows.size());
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -350,9 +402,9 @@ struct DatasetReader::Impl {
       offsets[i] = addr + (rows[i] % r) * d.row_bytes;
     }
     // Cut rows into segments of at most 4 MiB (whole elements) so that threads share big rows too.
-    const size_t esize = dtype_size(out.dtype());
+    const size_t esize = element_size(mem);
     const size_t max_seg = std::max<size_t>(esize, (size_t(4) << 20) / esize * esize);
-    char* base = static_cast<char*>(out.raw_data());
+    const int64_t per = d.row_bytes / int64_t(esize);
     std::vector<Segment> segs;
     for (size_t i = 0; i < rows.size(); ++i) {
       for (size_t pos = 0; pos < size_t(d.row_bytes); pos += max_seg) {
@@ -366,17 +418,23 @@ struct DatasetReader::Impl {
     std::vector<double> bad_value(segs.size(), 0.0);
     auto work = [&](size_t first, size_t last) {
       for (size_t s = first; s < last; ++s) {
-        pread_fully(fd, segs[s].dst, segs[s].bytes, segs[s].offset, opt.path);
-        if (!opt.check_finite) continue;
-        dispatch_dtype(out.dtype(), [&](auto tag) {
-          using T = decltype(tag);
-          const T* p = reinterpret_cast<const T*>(segs[s].dst);
-          bad[s] = first_nonfinite(p, int64_t(segs[s].bytes / sizeof(T)));
-          if (bad[s] >= 0) bad_value[s] = double(p[bad[s]]);
-        });
+        const Segment& g = segs[s];
+        const size_t n = g.bytes / esize;
+        pread_fully(fd, g.dst, g.bytes, g.offset, opt.path);
+        if (opt.check_finite)
+          bad[s] = first_nonfinite_stored(mem, g.dst, int64_t(n), &bad_value[s]);
+        if (widen_to && bad[s] < 0) {
+          widen_into(mem, reinterpret_cast<const uint16_t*>(g.dst), *widen_to,
+                     int64_t(g.row) * per + g.elem0, n);
+        }
       }
     };
-    const size_t nthreads = std::min(segs.size(), size_t(io_threads));
+    // Threads only for enough bytes to pay for them (small batches of CPU training are read in
+    // about a millisecond, and extra threads would only take cores from the training step).
+    const size_t total = rows.size() * size_t(d.row_bytes);
+    const size_t per_thread = size_t(std::max<int64_t>(opt.io_thread_bytes, 1));
+    const size_t by_bytes = std::max<size_t>(1, total / per_thread);
+    const size_t nthreads = std::min({segs.size(), size_t(io_threads), by_bytes});
     if (nthreads <= 1) {
       work(0, segs.size());
     } else {
@@ -397,27 +455,28 @@ struct DatasetReader::Impl {
       }
     }
     for (size_t s = 0; s < segs.size(); ++s) {
-      if (bad[s] < 0) continue;
-      int64_t per = out.numel() / out.size(0);
-      TG_THROW("dataset '", name, "' in '", opt.path, "': sample ", rows[segs[s].row],
-               " has a non-finite value (", bad_value[s], ") at element ", segs[s].elem0 + bad[s],
-               " of ", per, " (flat index within the sample)");
+      if (bad[s] >= 0) {
+        throw_nonfinite(name, opt.path, rows[segs[s].row], bad_value[s], segs[s].elem0 + bad[s],
+                        per);
+      }
     }
     return true;
   }
 
   /// One H5Dread per run of consecutive rows, each a regular hyperslab into the matching rows of
-  /// out. (A single read of the OR-ed runs is ~100x slower in HDF5 1.10: an irregular selection is
-  /// transferred in innermost-dimension pieces.) Rows land in out in ascending order.
-  static void read_rows(const h5::Dataset& ds, const std::vector<int64_t>& rows, Tensor& out) {
+  /// dst (a buffer of `shape`, elements of type mem). (A single read of the OR-ed runs is ~100x
+  /// slower in HDF5 1.10: an irregular selection is transferred in innermost-dimension pieces.)
+  /// Rows land in dst in ascending order.
+  static void read_rows(const h5::Dataset& ds, const std::vector<int64_t>& rows, void* dst,
+                        ElementType mem, const Shape& shape) {
     h5::Dataspace fs = ds.space();
-    h5::Dataspace ms = h5::Dataspace::simple(out.shape());
+    h5::Dataspace ms = h5::Dataspace::simple(shape);
     const std::string what = describe_rows(rows);
     int64_t pos = 0;
     for (const auto& [start, count] : runs_of(rows)) {
       fs.select_rows(start, count);
       ms.select_rows(pos, count);
-      ds.read(out.raw_data(), out.dtype(), ms, fs, what);
+      ds.read(dst, mem, ms, fs, what);
       pos += count;
     }
   }
@@ -443,12 +502,13 @@ struct DatasetReader::Impl {
       const size_t b = s.to_read++;
       const uint64_t generation = s.generation;
       const int64_t epoch = s.epoch;
+      const bool keep_half = opt.keep_half_width;
       std::vector<int64_t> rows = s.batches[b];
       lock.unlock();
       Batch out;
       std::exception_ptr error;
       try {
-        out = read_sorted(rows, true);
+        out = read_sorted(rows, true, keep_half);
         out.epoch = k == kVal ? -1 : epoch;
         out.index_in_epoch = int64_t(b);
         out.validation = k == kVal;
@@ -492,8 +552,9 @@ struct DatasetReader::Impl {
       s.to_read = s.delivered;
       std::vector<int64_t> rows = s.batches[b];
       const int64_t epoch = s.epoch;
+      const bool keep_half = opt.keep_half_width;
       lock.unlock();
-      out = read_sorted(rows, true);
+      out = read_sorted(rows, true, keep_half);
       out.epoch = k == kVal ? -1 : epoch;
       out.index_in_epoch = int64_t(b);
       out.validation = k == kVal;
@@ -528,8 +589,8 @@ DatasetReader::DatasetReader(DatasetReaderOptions options) : impl_(std::make_uni
   TG_CHECK(o.val_fraction >= 0.0 && o.val_fraction < 1.0,
            "DatasetReader: val_fraction must be in [0, 1), got ", o.val_fraction);
   m.file = h5::File::open(o.path);
-  m.xds = open_sample_dataset(m.file, o.x_name, &m.info.x_shape, &m.info.x_dtype);
-  m.yds = open_sample_dataset(m.file, o.y_name, &m.info.y_shape, &m.info.y_dtype);
+  m.xds = open_sample_dataset(m.file, o.x_name, &m.info.x_shape, &m.info.x_type);
+  m.yds = open_sample_dataset(m.file, o.y_name, &m.info.y_shape, &m.info.y_type);
   TG_CHECK(m.info.x_shape[0] == m.info.y_shape[0], "dataset: '", o.x_name, "' and '", o.y_name,
            "' in '", o.path, "' have different numbers of samples: ", m.info.x_shape[0], " (",
            m.info.x_shape, ") vs ", m.info.y_shape[0], " (", m.info.y_shape, ")");
@@ -543,8 +604,8 @@ DatasetReader::DatasetReader(DatasetReaderOptions options) : impl_(std::make_uni
   TG_CHECK(o.io_threads >= 0, "DatasetReader: io_threads must be >= 0, got ", o.io_threads);
   m.io_threads = o.io_threads > 0 ? o.io_threads
                                   : int(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
-  m.setup_direct(m.xdirect, m.xds, m.info.x_shape);
-  m.setup_direct(m.ydirect, m.yds, m.info.y_shape);
+  m.setup_direct(m.xdirect, m.xds, m.info.x_shape, m.info.x_type);
+  m.setup_direct(m.ydirect, m.yds, m.info.y_shape, m.info.y_type);
   if (m.xdirect.ok || m.ydirect.ok) {
     m.fd = ::open(o.path.c_str(), O_RDONLY | O_CLOEXEC);
     if (m.fd < 0) {
@@ -576,6 +637,11 @@ std::string DatasetReader::direct_info() const {
 }
 
 const DatasetReaderOptions& DatasetReader::options() const { return impl_->opt; }
+
+void DatasetReader::set_keep_half_width(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->opt.keep_half_width = on;
+}
 const DatasetInfo& DatasetReader::info() const { return impl_->info; }
 int64_t DatasetReader::num_samples() const { return impl_->n; }
 int64_t DatasetReader::num_train() const { return impl_->n_train; }
@@ -666,7 +732,7 @@ Batch DatasetReader::read(const std::vector<int64_t>& indices) const {
   std::vector<int64_t> rows = indices;
   std::sort(rows.begin(), rows.end());
   rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-  Batch sorted = impl_->read_sorted(rows, false);
+  Batch sorted = impl_->read_sorted(rows, false, false);
   if (rows == indices) return sorted;
   // Scatter the sorted rows into the requested order.
   Batch out;
@@ -700,9 +766,9 @@ struct DatasetWriter::Impl {
   h5::Dataset create(const std::string& name, const Shape& sample, int64_t total) {
     Shape full = sample;
     full.insert(full.begin(), total);
-    const std::string what = "DatasetWriter: dataset '" + name + "' of shape " + shape_str(full) +
-                             " in '" + path + "'";
-    int64_t sample_bytes = int64_t(dtype_size(opt.dtype));
+    const std::string what =
+        "DatasetWriter: dataset '" + name + "' of shape " + shape_str(full) + " in '" + path + "'";
+    int64_t sample_bytes = int64_t(element_size(opt.dtype));
     for (int64_t d : sample) sample_bytes = checked_mul(sample_bytes, d, what + ": sample bytes");
     checked_mul(sample_bytes, total, what + ": bytes");
     int64_t rows = opt.chunk_rows;
@@ -737,7 +803,26 @@ struct DatasetWriter::Impl {
     h5::Dataspace fs = ds.space();
     fs.select_rows(row0, host.size(0));
     h5::Dataspace ms = h5::Dataspace::simple(host.shape());
-    ds.write(host.raw_data(), host.dtype(), ms, fs);
+    if (!is_half_width(opt.dtype)) {
+      ds.write(host.raw_data(), host.dtype(), ms, fs);
+      return;
+    }
+    // Rounded here (HDF5's conversion to a custom float is slow): float64 input via float32.
+    Tensor f32 = host.to(DType::Float32);
+    const size_t n = size_t(f32.numel());
+    std::vector<uint16_t> bits(n);
+    narrow_to_half(opt.dtype, f32.data<float>(), bits.data(), n);
+    if (opt.check_finite) {
+      const int64_t i = first_nonfinite_half(opt.dtype, bits.data(), n);
+      if (i >= 0) {
+        const int64_t per = host.numel() / host.size(0);
+        TG_THROW("DatasetWriter: '", path, "': ", name, " of sample ", row0 + i / per,
+                 " has the value ", f32.data<float>()[i], " at element ", i % per,
+                 ", outside the range of ", element_type_name(opt.dtype),
+                 " (it would be stored as ", half_bits::to_float(opt.dtype, bits[size_t(i)]), ")");
+      }
+    }
+    ds.write(bits.data(), opt.dtype, ms, fs);
   }
 };
 

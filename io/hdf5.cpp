@@ -103,7 +103,6 @@ std::string display(const std::string& path) {
 }
 
 hid_t mem_type(DType t) { return t == DType::Float32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE; }
-hid_t file_type(DType t) { return t == DType::Float32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE; }
 
 std::vector<hsize_t> to_hsize(const Shape& s, const char* what) {
   std::vector<hsize_t> out(s.size());
@@ -238,6 +237,77 @@ StoredType describe_type(hid_t type) {
       break;
   }
   return st;
+}
+
+/// The little-endian type of t's elements: IEEE float32/float64, or float16 / bfloat16 described
+/// as custom floats the way h5py and numpy write float16 (a float32 copy with narrowed fields).
+/// Used for both file and memory: a 16-bit type equal in file and memory is read and written as raw
+/// bits (HDF5 converts nothing).
+Datatype element_h5_type(ElementType t) {
+  if (!is_half_width(t)) {
+    Datatype d(H5Tcopy(t == ElementType::Float32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE));
+    TG_H5_CHECK(d.id(), "hdf5: cannot copy a float type");
+    return d;
+  }
+  const bool f16 = t == ElementType::Float16;
+  const size_t esize = f16 ? 5 : 8, msize = f16 ? 10 : 7;
+  Datatype d(H5Tcopy(H5T_IEEE_F32LE));
+  TG_H5_CHECK(d.id(), "hdf5: cannot copy a float type");
+  TG_H5_CHECK(H5Tset_fields(d.id(), 15, msize, esize, 0, msize), "hdf5: cannot describe ",
+              element_type_name(t));
+  TG_H5_CHECK(H5Tset_size(d.id(), 2), "hdf5: cannot describe ", element_type_name(t));
+  TG_H5_CHECK(H5Tset_ebias(d.id(), f16 ? 15 : 127), "hdf5: cannot describe ", element_type_name(t));
+  return d;
+}
+
+/// The in-memory type of t's elements: the native float / double, or the 16-bit layouts above.
+Datatype memory_type(ElementType t) {
+  if (is_half_width(t)) return element_h5_type(t);
+  Datatype d(H5Tcopy(t == ElementType::Float32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE));
+  TG_H5_CHECK(d.id(), "hdf5: cannot copy a float type");
+  return d;
+}
+
+/// float32 / float64: any IEEE float of 4 / 8 bytes (HDF5 converts the byte order). float16 /
+/// bfloat16: exactly the layout of element_h5_type (read as raw bits, so nothing else qualifies).
+/// Otherwise false with a description of what the type is.
+bool recognise_float(hid_t type, ElementType* out, std::string* what) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  if (cls != H5T_FLOAT) {
+    *what = describe_type(type).describe();
+    return false;
+  }
+  if (size == 4 || size == 8) {
+    *out = size == 4 ? ElementType::Float32 : ElementType::Float64;
+    return true;
+  }
+  size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  TG_H5_CHECK(H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize),
+              "hdf5: cannot get the fields of a float type");
+  const size_t ebias = H5Tget_ebias(type);
+  const H5T_order_t order = H5Tget_order(type);
+  const H5T_norm_t norm = H5Tget_norm(type);
+  const size_t precision = H5Tget_precision(type), offset = H5Tget_offset(type);
+  for (ElementType t : {ElementType::Float16, ElementType::BFloat16}) {
+    const bool f16 = t == ElementType::Float16;
+    if (size == 2 && precision == 16 && offset == 0 && order == H5T_ORDER_LE &&
+        norm == H5T_NORM_IMPLIED && spos == 15 && epos == (f16 ? 10u : 7u) &&
+        esize == (f16 ? 5u : 8u) && mpos == 0 && msize == (f16 ? 10u : 7u) &&
+        ebias == (f16 ? 15u : 127u)) {
+      *out = t;
+      return true;
+    }
+  }
+  *what = "a " + std::to_string(size * 8) + "-bit float (sign bit " + std::to_string(spos) +
+          ", exponent bits " + std::to_string(epos) + ".." + std::to_string(epos + esize - 1) +
+          " with bias " + std::to_string(ebias) + ", mantissa bits " + std::to_string(mpos) + ".." +
+          std::to_string(mpos + msize - 1) +
+          (order == H5T_ORDER_BE   ? ", big-endian"
+           : order == H5T_ORDER_LE ? ""
+                                   : ", mixed order") +
+          ")";
+  return false;
 }
 
 /// Creates a string datatype for a fixed-length, null-terminated UTF-8 value of n characters.
@@ -589,6 +659,19 @@ StoredType Dataset::stored_type() const {
   return describe_type(t.id());
 }
 
+ElementType Dataset::element_type() const {
+  Lock lock;
+  Datatype t(H5Dget_type(id()));
+  TG_H5_CHECK(t.id(), "hdf5: cannot get the type of dataset ", where());
+  ElementType e = ElementType::Float32;
+  std::string what;
+  TG_CHECK(recognise_float(t.id(), &e, &what), "dataset ", where(),
+           ": expected float32, float64, float16 or bfloat16 data (little-endian IEEE layouts), "
+           "got ",
+           what);
+  return e;
+}
+
 DType Dataset::float_dtype() const {
   StoredType t = stored_type();
   TG_CHECK(t.cls == StoredType::Class::Float && (t.size == 4 || t.size == 8), "dataset ", where(),
@@ -607,15 +690,18 @@ Shape Dataset::chunk() const {
   return Shape(d, d + r);
 }
 
-RawLayout Dataset::raw_layout(DType mtype) const {
+RawLayout Dataset::raw_layout(DType mtype) const { return raw_layout(element_type_of(mtype)); }
+
+RawLayout Dataset::raw_layout(ElementType mtype) const {
   Lock lock;
   RawLayout r;
   Datatype ftype(H5Dget_type(id()));
   TG_H5_CHECK(ftype.id(), "hdf5: cannot get the type of dataset ", where());
-  htri_t same = H5Tequal(ftype.id(), mem_type(mtype));
+  Datatype want = memory_type(mtype);
+  htri_t same = H5Tequal(ftype.id(), want.id());
   TG_H5_CHECK(same, "hdf5: cannot compare the type of dataset ", where());
   if (same <= 0) {
-    r.why_not = "stored element type differs from " + std::string(dtype_name(mtype));
+    r.why_not = "stored element type differs from " + std::string(element_type_name(mtype));
     return r;
   }
   PropList dcpl(H5Dget_create_plist(id()));
@@ -709,6 +795,14 @@ void Dataset::read(void* dst, DType mtype, const Dataspace& mem_space, const Dat
   if (st < 0) read_failed(*this, what);
 }
 
+void Dataset::read(void* dst, ElementType mtype, const Dataspace& mem_space,
+                   const Dataspace& file_space, const std::string& what) const {
+  Lock lock;
+  Datatype t = memory_type(mtype);
+  herr_t st = H5Dread(id(), t.id(), mem_space.id(), file_space.id(), H5P_DEFAULT, dst);
+  if (st < 0) read_failed(*this, what);
+}
+
 void Dataset::read(void* dst, DType mtype) const {
   Lock lock;
   herr_t st = H5Dread(id(), mem_type(mtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst);
@@ -719,6 +813,14 @@ void Dataset::write(const void* src, DType mtype, const Dataspace& mem_space,
                     const Dataspace& file_space) {
   Lock lock;
   herr_t st = H5Dwrite(id(), mem_type(mtype), mem_space.id(), file_space.id(), H5P_DEFAULT, src);
+  TG_H5_CHECK(st, "hdf5: cannot write dataset ", where());
+}
+
+void Dataset::write(const void* src, ElementType mtype, const Dataspace& mem_space,
+                    const Dataspace& file_space) {
+  Lock lock;
+  Datatype t = memory_type(mtype);
+  herr_t st = H5Dwrite(id(), t.id(), mem_space.id(), file_space.id(), H5P_DEFAULT, src);
   TG_H5_CHECK(st, "hdf5: cannot write dataset ", where());
 }
 
@@ -789,8 +891,8 @@ std::vector<std::string> Dataset::unavailable_filters(bool required_only) const 
     unsigned flags = 0, config = 0;
     size_t nvalues = 0;
     char name[256] = {0};
-    const H5Z_filter_t f =
-        H5Pget_filter2(dcpl.id(), unsigned(i), &flags, &nvalues, nullptr, sizeof(name), name, &config);
+    const H5Z_filter_t f = H5Pget_filter2(dcpl.id(), unsigned(i), &flags, &nvalues, nullptr,
+                                          sizeof(name), name, &config);
     TG_H5_CHECK(f, "hdf5: cannot get filter ", i, " of dataset ", where());
     const bool optional = (flags & H5Z_FLAG_OPTIONAL) != 0;
     if (H5Zfilter_avail(f) > 0 || (required_only && optional)) continue;
@@ -884,8 +986,9 @@ std::string Group::describe_link(const std::string& name) const {
   const char* target_file = nullptr;
   const char* target_path = nullptr;
   unsigned flags = 0;
-  TG_H5_CHECK(H5Lunpack_elink_val(value.data(), info.u.val_size, &flags, &target_file, &target_path),
-              "hdf5: cannot read external link '", display(child_path(name)), "' in '", file_, "'");
+  TG_H5_CHECK(
+      H5Lunpack_elink_val(value.data(), info.u.val_size, &flags, &target_file, &target_path),
+      "hdf5: cannot read external link '", display(child_path(name)), "' in '", file_, "'");
   return "an external link to '" + std::string(target_path ? target_path : "") + "' in '" +
          (target_file ? target_file : "") + "'";
 }
@@ -944,6 +1047,11 @@ Dataset Group::open_dataset(const std::string& name, size_t cache_bytes) const {
 
 Dataset Group::create_dataset(const std::string& name, DType type, const Shape& shape,
                               const DatasetCreateOptions& options) {
+  return create_dataset(name, element_type_of(type), shape, options);
+}
+
+Dataset Group::create_dataset(const std::string& name, ElementType type, const Shape& shape,
+                              const DatasetCreateOptions& options) {
   Lock lock;
   const std::string full = "'" + display(child_path(name)) + "' in '" + file_ + "'";
   TG_CHECK(!name.empty(), "hdf5: empty dataset name in ", where());
@@ -987,8 +1095,9 @@ Dataset Group::create_dataset(const std::string& name, DType type, const Shape& 
                 "hdf5: cannot set the chunk cache of dataset ", full);
   }
   Dataspace space = Dataspace::simple(shape);
-  hid_t d = H5Dcreate2(id(), name.c_str(), file_type(type), space.id(), H5P_DEFAULT, dcpl.id(),
-                       dapl.id());
+  Datatype ftype = element_h5_type(type);
+  hid_t d =
+      H5Dcreate2(id(), name.c_str(), ftype.id(), space.id(), H5P_DEFAULT, dcpl.id(), dapl.id());
   TG_H5_CHECK(d, "hdf5: cannot create dataset ", full, " of shape ", shape);
   return Dataset(d, file_, child_path(name));
 }
@@ -1178,8 +1287,8 @@ void AtomicFile::commit() {
       auto it = broken_files().find(temp_);
       if (it != broken_files().end()) failure = it->second;
     }
-    TG_CHECK(failure.empty(), "hdf5: cannot save '", path_, "': an earlier write failed (",
-             failure, "); the previous file is unchanged");
+    TG_CHECK(failure.empty(), "hdf5: cannot save '", path_, "': an earlier write failed (", failure,
+             "); the previous file is unchanged");
     fsync_path(temp_, false);
     if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
       TG_THROW("hdf5: cannot move '", temp_, "' to '", path_, "': ", std::strerror(errno));

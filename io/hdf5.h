@@ -8,7 +8,8 @@
 // HDF5's automatic error printing is switched off on every thread that uses this layer.
 //
 // This header does not include <hdf5.h>: identifiers are held as int64_t (HDF5's hid_t since 1.10)
-// and types are described with tg::DType, so code that includes it needs no HDF5 include path.
+// and types are described with tg::DType or io::ElementType (io/float16.h), so code that includes
+// it needs no HDF5 include path.
 //
 // Threads: the HDF5 library may be built without thread safety, and the batch loader calls it from
 // a background thread. Every call made through this layer therefore holds one process-wide
@@ -25,6 +26,7 @@
 #include "../core/dtype.h"
 #include "../core/error.h"
 #include "../core/tensor.h"
+#include "float16.h"
 
 namespace tg::io::h5 {
 
@@ -202,10 +204,17 @@ class Dataset : public Object {
   /// float32 or float64 for a stored IEEE float of 4 or 8 bytes; throws naming the dataset
   /// otherwise.
   DType float_dtype() const;
+  /// The element type of a sample dataset: float32 / float64 for a stored IEEE float of 4 / 8
+  /// bytes, float16 / bfloat16 for a 2-byte float of exactly that little-endian layout (as h5py
+  /// and numpy write float16; bfloat16 as the same custom float with 8 exponent and 7 mantissa
+  /// bits, bias 127). Recognised by the type's description, not by a name. Throws naming the
+  /// dataset, the supported types and what the type is otherwise.
+  ElementType element_type() const;
   /// Chunk dimensions; empty when the dataset is not chunked.
   Shape chunk() const;
   /// How the bytes are stored, and whether they can be read directly as mem_type elements.
   RawLayout raw_layout(DType mem_type) const;
+  RawLayout raw_layout(ElementType mem_type) const;
   /// File offset of the chunk whose first row is `row` (a multiple of the chunk's rows); -1 when
   /// the chunk is not allocated. Only for datasets chunked along the first dimension.
   int64_t chunk_offset(int64_t row) const;
@@ -214,11 +223,19 @@ class Dataset : public Object {
   /// to mem_type. dst must hold mem_space's extent. what (e.g. "samples 3..7") is added to errors.
   void read(void* dst, DType mem_type, const Dataspace& mem_space, const Dataspace& file_space,
             const std::string& what = "") const;
+  /// As above; a float16 / bfloat16 mem_type reads the stored 16-bit values as they are (HDF5
+  /// converts nothing, so the dataset must be of that type: see element_type()).
+  void read(void* dst, ElementType mem_type, const Dataspace& mem_space,
+            const Dataspace& file_space, const std::string& what = "") const;
   /// Reads the whole dataset (dst holds numel elements of mem_type).
   void read(void* dst, DType mem_type) const;
   void write(const void* src, DType mem_type, const Dataspace& mem_space,
              const Dataspace& file_space);
   void write(const void* src, DType mem_type);
+  /// Writes elements of mem_type; 16-bit values are written as they are into a dataset of that
+  /// type.
+  void write(const void* src, ElementType mem_type, const Dataspace& mem_space,
+             const Dataspace& file_space);
 
   /// The whole float dataset as a CPU tensor of its stored dtype.
   Tensor read_tensor() const;
@@ -264,6 +281,9 @@ class Group : public Object {
   Dataset open_dataset(const std::string& name, size_t cache_bytes) const;
   /// Creates a dataset of the given element type (stored little-endian IEEE) and shape.
   Dataset create_dataset(const std::string& name, DType type, const Shape& shape,
+                         const DatasetCreateOptions& options = {});
+  /// As above, for any element type (float16 / bfloat16 described as in Dataset::element_type).
+  Dataset create_dataset(const std::string& name, ElementType type, const Shape& shape,
                          const DatasetCreateOptions& options = {});
   /// Creates a dataset holding t (copied to the host if needed), contiguous, dtype preserved.
   Dataset write_tensor(const std::string& name, const Tensor& t);

@@ -2,8 +2,8 @@
 
 #include "../core/autograd.h"
 #include "../core/rng.h"
-#include "dataset.h"
 #include "../nn/model.h"
+#include "dataset.h"
 
 namespace tg::io {
 
@@ -16,11 +16,13 @@ void write_synthetic_dataset(const std::string& path, const SyntheticOptions& o)
   TG_CHECK(o.noise >= 0, "write_synthetic_dataset: expected noise >= 0, got ", o.noise);
   autograd::NoGradGuard no_grad;
   Generator gen(o.seed);
-  nn::Model teacher(o.in_channels, o.out_channels, o.kernel, o.groups,
-                    {o.out_channels, 1, 1}, {o.out_channels, 1, 1}, gen);
+  nn::Model teacher(o.in_channels, o.out_channels, o.kernel, o.groups, {o.out_channels, 1, 1},
+                    {o.out_channels, 1, 1}, gen);
   const int64_t ho = o.height - o.kernel + 1, wo = o.width - o.kernel + 1;
+  DatasetWriterOptions write_options;
+  write_options.dtype = o.dtype;
   DatasetWriter writer(path, {o.in_channels, o.height, o.width}, {o.out_channels, ho, wo},
-                       o.samples);
+                       o.samples, write_options);
   auto check_cancel = [&](int64_t done) {
     TG_CHECK(!(o.cancel && o.cancel->load()), "write_synthetic_dataset: writing '", path,
              "' interrupted after ", done, " of ", o.samples, " samples; nothing was saved");

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "float16.h"
+
 namespace tg::io {
 
 struct SyntheticOptions {
@@ -20,14 +22,16 @@ struct SyntheticOptions {
   double noise = 0.05;
   uint64_t seed = 1;
   int64_t batch = 256;  ///< samples generated and appended at a time
+  /// Element type stored for x and y (float16 / bfloat16: rounded to nearest even).
+  ElementType dtype = ElementType::Float32;
   /// When set (e.g. by a SIGINT handler), the write stops before the next batch: the temporary
   /// file is removed and tg::Error("... interrupted") is thrown. Null: never interrupted.
   const std::atomic<bool>* cancel = nullptr;
 };
 
-/// Writes the dataset to path (datasets "x" and "y", chunked, compressed), batch by batch, under a
-/// temporary name that is renamed to path when complete (see DatasetWriter): on any error, or when
-/// cancelled, nothing is left behind and a previous file at path is unchanged.
+/// Writes the dataset to path (datasets "x" and "y", chunked, compressed, of options.dtype), batch
+/// by batch, under a temporary name that is renamed to path when complete (see DatasetWriter): on
+/// any error, or when cancelled, nothing is left behind and a previous file at path is unchanged.
 void write_synthetic_dataset(const std::string& path, const SyntheticOptions& options);
 
 }  // namespace tg::io

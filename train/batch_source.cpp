@@ -19,11 +19,21 @@ const char* data_cache_name(DataCache c) {
   return c == DataCache::Auto ? "auto" : c == DataCache::Device ? "device" : "off";
 }
 
+namespace {
+
+// A half-width dataset is cached as its 16-bit values, in 4-byte words (see io::HalfRows).
+int64_t cache_bytes(const Shape& shape, io::ElementType stored, DType dtype) {
+  if (!io::is_half_width(stored)) return int64_t(checked_nbytes(shape, dtype_size(dtype)));
+  return checked_mul((checked_numel(shape) + 1) / 2, int64_t(4), "device cache bytes");
+}
+
+}  // namespace
+
 size_t device_cache_bytes(const io::DatasetReader& reader) {
   const io::DatasetInfo& info = reader.info();
-  const size_t elem = dtype_size(reader.options().dtype);
-  return size_t(checked_add(int64_t(checked_nbytes(info.x_shape, elem)),
-                            int64_t(checked_nbytes(info.y_shape, elem)), "device cache bytes"));
+  const DType dt = reader.options().dtype;
+  return size_t(checked_add(cache_bytes(info.x_shape, info.x_type, dt),
+                            cache_bytes(info.y_shape, info.y_type, dt), "device cache bytes"));
 }
 
 namespace {

@@ -8,6 +8,10 @@
 //              through pinned buffers; each training batch is then gathered there by a kernel from
 //              the epoch's order, and validation batches are views of the cached rows.
 //
+// float16 / bfloat16 data (io::HalfRows) travels as its 16-bit values and is widened on the GPU:
+// streaming copies half the bytes and widens them on the copy stream; the device cache keeps the
+// 16-bit values (half the memory) and widens them in its gather (and for validation batches).
+//
 // All three yield the same batches in the same order with the same values, bit for bit (the
 // reader's order: DatasetReader::epoch_batches), so losses, checkpoints and resume do not depend on
 // the mode (tested).
@@ -50,7 +54,7 @@ class BatchSource {
 };
 
 /// Device bytes a device-resident copy of the reader's whole dataset takes (x and y, all rows, in
-/// the reader's dtype).
+/// the reader's dtype; float16 / bfloat16 data as its 16-bit values, half of float32's bytes).
 size_t device_cache_bytes(const io::DatasetReader& reader);
 
 struct BatchSourceOptions {

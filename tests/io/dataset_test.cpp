@@ -72,7 +72,7 @@ TEST(Dataset, InspectReportsShapesAndTypes) {
   DatasetInfo info = inspect_dataset(d.path);
   EXPECT_EQ(info.x_shape, (Shape{9, 2, 3, 4}));
   EXPECT_EQ(info.y_shape, (Shape{9, 3, 2, 2}));
-  EXPECT_EQ(info.x_dtype, DType::Float32);
+  EXPECT_EQ(info.x_type, ElementType::Float32);
   EXPECT_EQ(info.num_samples(), 9);
   // By default the written file is chunked by whole samples (as many as fit in 64 KiB: all 9 here)
   // and filtered (gzip, with the byte shuffle); with compression off it has no filter at all.
@@ -340,9 +340,9 @@ TEST(Dataset, Float64FilesAndFloat64Batches) {
   Tensor x = Tensor::randn({6, 1, 3, 3}, 11, DType::Float64);
   Tensor y = Tensor::randn({6, 2, 1, 1}, 12, DType::Float64);
   DatasetWriterOptions wo;
-  wo.dtype = DType::Float64;
+  wo.dtype = ElementType::Float64;
   write_dataset(path, x, y, wo);
-  EXPECT_EQ(inspect_dataset(path).x_dtype, DType::Float64);
+  EXPECT_EQ(inspect_dataset(path).x_type, ElementType::Float64);
   DatasetReaderOptions o;
   o.path = path;
   o.batch_size = 6;
@@ -590,6 +590,7 @@ TEST(Dataset, DirectReadsEqualHdf5Reads) {
     o.batch_size = 6;
     o.seed = 3;
     o.io_threads = 3;
+    o.io_thread_bytes = 1;  // threads even for these few bytes
     DatasetReader direct(o);
     const bool expect_direct = std::string(name) != "gzip.h5";
     EXPECT_EQ(direct.direct_x(), expect_direct) << direct.direct_info();
@@ -665,6 +666,7 @@ TEST(Dataset, NaNInLargeSamplesReadDirectlyByThreads) {
   o.batch_size = 3;
   o.shuffle = false;
   o.io_threads = 4;
+  o.io_thread_bytes = 1;
   DatasetReader r(o);
   ASSERT_TRUE(r.direct_x());
   Batch b;

@@ -1,6 +1,6 @@
 // The Trainer's batch sources: host, streaming (copy stream + events) and device-resident (gather)
-// yield the reader's batches bit for bit; the streaming source never lets the reader refill a pinned
-// buffer whose copy is still queued.
+// yield the reader's batches bit for bit; the streaming source never lets the reader refill a
+// pinned buffer whose copy is still queued.
 #include "train/batch_source.h"
 
 #include <gtest/gtest.h>
@@ -8,12 +8,11 @@
 #include <cstring>
 #include <fstream>
 
-#include "train/trainer.h"
-#include "nn/model.h"
-
 #include "core/cuda_context.h"
 #include "io/dataset.h"
+#include "nn/model.h"
 #include "test_utils.h"
+#include "train/trainer.h"
 #ifdef TG_WITH_CUDA
 #include "train/batch_source_cuda.h"
 #endif
@@ -30,6 +29,25 @@ std::string write_data(const TempDir& tmp, int64_t n) {
   Tensor x = Tensor::randn({n, 3, 5, 7}, 11);
   Tensor y = Tensor::randn({n, 2, 3, 5}, 12);
   io::write_dataset(path, x, y);
+  return path;
+}
+
+// The same shapes stored as float16 / bfloat16 (x: 105 values a row, an odd count), uncompressed
+// (direct reads) or gzip-compressed (through HDF5); sample 0 of x is scaled into float16's
+// subnormals and holds +-0.
+std::string write_half_data(const TempDir& tmp, int64_t n, io::ElementType type, int level) {
+  const std::string path =
+      tmp.file(std::string(io::element_type_name(type)) + std::to_string(level) + ".h5");
+  Tensor x = Tensor::randn({n, 3, 5, 7}, 11);
+  Tensor y = Tensor::randn({n, 2, 3, 5}, 12);
+  float* p = x.data<float>();
+  for (int i = 0; i < 105; ++i) p[i] *= 1e-6f;
+  p[0] = 0.0f;
+  p[1] = -0.0f;
+  io::DatasetWriterOptions wo;
+  wo.dtype = type;
+  wo.compression_level = level;
+  io::write_dataset(path, x, y, wo);
   return path;
 }
 
@@ -66,7 +84,8 @@ void expect_like_reader(train::BatchSource& src, io::DatasetReader& ref_reader) 
     int64_t count = 0;
     while (ref_reader.next(want)) {
       ASSERT_TRUE(src.next(got)) << "source ended early at batch " << count;
-      expect_same_bits(got, want, "epoch " + std::to_string(epoch) + " batch " + std::to_string(count));
+      expect_same_bits(got, want,
+                       "epoch " + std::to_string(epoch) + " batch " + std::to_string(count));
       ++count;
     }
     EXPECT_FALSE(src.next(got));
@@ -96,6 +115,9 @@ TEST(BatchSource, CacheBytesAreTheWholeDatasetInTheReadersDtype) {
   io::DatasetReader r32(options(path)), r64(options(path, DType::Float64));
   EXPECT_EQ(train::device_cache_bytes(r32), size_t(23 * (105 + 30) * 4));
   EXPECT_EQ(train::device_cache_bytes(r64), size_t(23 * (105 + 30) * 8));
+  // Half-width data is cached as its 16-bit values, in 4-byte words: x's 2415 values take 1208.
+  io::DatasetReader r16(options(write_half_data(tmp, 23, io::ElementType::Float16, 0)));
+  EXPECT_EQ(train::device_cache_bytes(r16), size_t((1208 + 345) * 4));
 }
 
 TEST(BatchSource, EpochBatchesAreWhatTheReaderDelivers) {
@@ -175,6 +197,29 @@ TEST(BatchSourceCuda, StreamingAndDeviceResidentEqualTheReaderBitForBit) {
   }
 }
 
+// float16 / bfloat16 files: streamed (16-bit values copied, widened on the copy stream) and
+// device-resident (16-bit cache, widening gather) batches equal the CPU's widening bit for bit.
+TEST(BatchSourceCuda, HalfWidthDataWidenedOnTheGpuEqualsTheCpuConversion) {
+  TG_SKIP_WITHOUT_GPU();
+  TempDir tmp;
+  for (io::ElementType type : {io::ElementType::Float16, io::ElementType::BFloat16}) {
+    for (int level : {0, 1}) {
+      const std::string path = write_half_data(tmp, 47, type, level);
+      for (DType dt : {DType::Float32, DType::Float64}) {
+        SCOPED_TRACE(std::string(io::element_type_name(type)) + (level ? " gzip " : " plain ") +
+                     dtype_name(dt));
+        io::DatasetReader r1(options(path, dt)), r2(options(path, dt)), ref(options(path, dt));
+        auto streaming = train::make_streaming_source(r1);
+        expect_like_reader(*streaming, ref);
+        auto cached = train::make_device_cache_source(r2);
+        EXPECT_EQ(cached->device_bytes(), train::device_cache_bytes(r2));
+        EXPECT_LT(cached->device_bytes(), size_t(47 * (105 + 30) * 4));
+        expect_like_reader(*cached, ref);
+      }
+    }
+  }
+}
+
 TEST(BatchSourceCuda, AutoPicksTheCacheWhenItFitsAndDeviceRefusesWhatDoesNot) {
   TG_SKIP_WITHOUT_GPU();
   TempDir tmp;
@@ -195,32 +240,36 @@ TEST(BatchSourceCuda, AutoPicksTheCacheWhenItFitsAndDeviceRefusesWhatDoesNot) {
 #ifdef TG_WITH_CUDA
 // The copies queue behind a busy compute stream (a spinning kernel per batch) while the host runs
 // ahead; if the source let the reader refill a pinned buffer before its copy ran, the device would
-// receive a later batch's values. Each device batch is cloned on the device and compared at the end.
+// receive a later batch's values. Each device batch is cloned on the device and compared at the
+// end. Float32 data (pinned batch tensors) and float16 data (pinned buffers of 16-bit values).
 TEST(BatchSourceCuda, APinnedBufferIsRefilledOnlyAfterItsCopyRan) {
   TG_SKIP_WITHOUT_GPU();
   TempDir tmp;
-  const std::string path = write_data(tmp, 60);
-  io::DatasetReaderOptions o = options(path);
-  o.val_fraction = 0;
-  o.batch_size = 4;
-  io::DatasetReader reader(o), ref(o);
-  auto src = train::make_streaming_source(reader);
-  src->start_epoch(0, 0);
-  std::vector<Tensor> xs, ys;
-  io::Batch b;
-  while (src->next(b)) {
-    train::detail::spin_stream_cuda(20.0);
-    xs.push_back(b.x.clone());
-    ys.push_back(b.y.clone());
+  for (const std::string& path :
+       {write_data(tmp, 60), write_half_data(tmp, 60, io::ElementType::Float16, 0)}) {
+    SCOPED_TRACE(path);
+    io::DatasetReaderOptions o = options(path);
+    o.val_fraction = 0;
+    o.batch_size = 4;
+    io::DatasetReader reader(o), ref(o);
+    auto src = train::make_streaming_source(reader);
+    src->start_epoch(0, 0);
+    std::vector<Tensor> xs, ys;
+    io::Batch b;
+    while (src->next(b)) {
+      train::detail::spin_stream_cuda(20.0);
+      xs.push_back(b.x.clone());
+      ys.push_back(b.y.clone());
+    }
+    cuda::synchronize();
+    ref.start_epoch(0);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      ASSERT_TRUE(ref.next(b));
+      EXPECT_EQ(testing::max_abs_diff(xs[i].cpu(), b.x), 0.0) << "x of batch " << i;
+      EXPECT_EQ(testing::max_abs_diff(ys[i].cpu(), b.y), 0.0) << "y of batch " << i;
+    }
+    EXPECT_EQ(int64_t(xs.size()), ref.num_train_batches());
   }
-  cuda::synchronize();
-  ref.start_epoch(0);
-  for (size_t i = 0; i < xs.size(); ++i) {
-    ASSERT_TRUE(ref.next(b));
-    EXPECT_EQ(testing::max_abs_diff(xs[i].cpu(), b.x), 0.0) << "x of batch " << i;
-    EXPECT_EQ(testing::max_abs_diff(ys[i].cpu(), b.y), 0.0) << "y of batch " << i;
-  }
-  EXPECT_EQ(int64_t(xs.size()), ref.num_train_batches());
 }
 #endif
 
