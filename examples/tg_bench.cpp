@@ -191,9 +191,10 @@ void report(json& js, const std::string& label, const std::string& item, const T
 
 // Which path the model's block (forward and training step) takes for x: the one place that says it.
 std::string block_path(const Tensor& x, const ops::ConvBlockParams& p) {
-  if (ops::conv_block_fused_available(x, p)) return "fused CUDA";
-  if (ops::conv_block_fused_cpu_available(x, p)) return "fused CPU";
-  return "composition";
+  const ops::ConvBlockPlan plan = ops::conv_block_can_implement(x, p);
+  std::string s = ops::conv_block_path_name(plan.path);
+  if (!plan.reason.empty()) s += " (" + plan.reason + ")";
+  return s;
 }
 
 double bytes_of(const std::vector<Tensor>& ts) {

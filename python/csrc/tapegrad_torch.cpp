@@ -214,8 +214,16 @@ std::string path(const at::Tensor& x, const at::Tensor& w, const at::Tensor& cb,
   std::vector<tg::Tensor> v;
   for (const auto& t : inputs_of(x, w, cb, b, s, gw, gb)) v.push_back(view(t));
   const tg::ops::ConvBlockParams p = block_params(v, groups, 1e-5);
-  if (tg::ops::conv_block_fused_cpu_available(v[0], p)) return "fused CPU";
-  if (tg::ops::conv_block_fused_available(v[0], p)) return "fused CUDA";
+  switch (tg::ops::conv_block_can_implement(v[0], p).path) {
+    case tg::ops::ConvBlockPath::DirectCuda:
+      return "fused CUDA";
+    case tg::ops::ConvBlockPath::EpilogueCuda:
+      return "epilogue CUDA";
+    case tg::ops::ConvBlockPath::FusedCpu:
+      return "fused CPU";
+    case tg::ops::ConvBlockPath::Composition:
+      break;
+  }
   return "composition";
 }
 

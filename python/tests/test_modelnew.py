@@ -136,8 +136,10 @@ class ModelNewTest(unittest.TestCase):
         if "cuda" in devices():
             _, new = make_pair(SHAPES[3], torch.float32, "cuda")
             self.assertEqual(new.path(torch.randn(2, 8, 12, 10, device="cuda")), "fused CUDA")
-            _, new = make_pair(SHAPES[0], torch.float32, "cuda")
-            x = torch.randn(3, 3, 9, 13, device="cuda")
+            _, new = make_pair(SHAPES[1], torch.float32, "cuda")  # Cout 6: cuDNN + fused epilogue
+            self.assertEqual(new.path(torch.randn(1, 4, 7, 5, device="cuda")), "epilogue CUDA")
+            _, new = make_pair(SHAPES[0], torch.float64, "cuda")  # float64 on CUDA: composition
+            x = torch.randn(3, 3, 9, 13, device="cuda", dtype=torch.float64)
             self.assertEqual(new.path(x), "composition")
             with self.assertWarnsRegex(UserWarning, r"no fused kernel for x \(3, 3, 9, 13\).*"
                                                     "composition of unfused ops"):

@@ -97,7 +97,7 @@ TEST(ToolsBench, PrintsWhichPathTheBlockTakes) {
   const std::string out = tmp.file("bench.json");
   auto r = bench(kTiny + " --items forward --json " + out);
   ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_CONTAINS(r.output, "custom     path: fused CPU");
+  EXPECT_CONTAINS(r.output, "custom     path: fused-cpu");
   std::ifstream f(out);
   const nlohmann::json j = nlohmann::json::parse(f);
   const auto& res = j["results"]["custom"];
