@@ -329,9 +329,14 @@ TrainResult Trainer::Impl::run() {
   // step's own memory is about twice a batch (x, target and the block's saved z); three for margin.
   BatchSourceOptions bo;
   bo.cache = parse_data_cache(cfg.data_cache);
-  bo.step_bytes = size_t(checked_mul(
-      3 * std::min(ro.batch_size, reader.num_samples()),
-      int64_t(device_cache_bytes(reader) / size_t(reader.num_samples())), "a step's memory"));
+  // A sample's bytes in the training dtype (the cache may hold half-width data: not that size).
+  const io::DatasetInfo& info = reader.info();
+  const int64_t n = std::max<int64_t>(1, info.num_samples());
+  const int64_t sample_bytes = checked_mul(
+      checked_add(checked_numel(info.x_shape) / n, checked_numel(info.y_shape) / n, "a sample's elements"),
+      int64_t(dtype_size(dtype)), "a sample's bytes");
+  bo.step_bytes = size_t(checked_mul(3 * std::min(ro.batch_size, reader.num_samples()), sample_bytes,
+                                     "a step's memory"));
   const double load_start = now_s();
   std::unique_ptr<BatchSource> source = make_batch_source(reader, device, bo);
   if (source->device_bytes() > 0 && source->describe() != "streaming")
