@@ -330,7 +330,6 @@ TrainResult Trainer::Impl::run() {
   BatchSourceOptions bo;
   bo.cache = parse_data_cache(cfg.data_cache);
   // A sample's bytes in the training dtype (the cache may hold half-width data: not that size).
-  const io::DatasetInfo& info = reader.info();
   const int64_t n = std::max<int64_t>(1, info.num_samples());
   const int64_t sample_bytes = checked_mul(
       checked_add(checked_numel(info.x_shape) / n, checked_numel(info.y_shape) / n, "a sample's elements"),
