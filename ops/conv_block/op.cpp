@@ -445,7 +445,9 @@ bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {
   return x.is_cuda() && x.dtype() == DType::Float32 && x.size(2) >= k && x.size(3) >= k &&
          x.numel() < (int64_t(1) << 31) &&
          x.size(0) * p.weight.size(0) * (x.size(2) - k + 1) * (x.size(3) - k + 1) < (int64_t(1) << 31) &&
-         detail::conv_block_supported(int(x.size(1)), int(p.weight.size(0)), int(k));
+         detail::conv_block_direct_check(int(x.size(1)), int(p.weight.size(0)), int(k),
+                                         ops::conv::allow_tf32())
+             .empty();
 #else
   (void)x;
   (void)p;
