@@ -5,8 +5,8 @@
 //
 // Paths, fastest first (conv_block_can_implement() says which one runs and why not a faster one):
 //   direct       CUDA float32, the (Cin, Cout, k) that the convolving fused kernels handle
-//                (ops/conv_block/direct.cu): the forward writes only z = conv(x) + conv_bias and
-//                per-(n, group) statistics; the backward is one pass over x, z and target that
+//                (ops/conv_block/direct_kernels.cuh, compiled at run time): the forward writes
+//                only z = conv(x) + conv_bias and per-(n, group) statistics; the backward is one pass over x, z and target that
 //                forms dz on the fly and accumulates the weight gradient without writing dz.
 //   epilogue     every other CUDA float32 block (ops/conv_block/epilogue.cu): cuDNN writes z, one
 //                pass over z (and the target) gives the statistics (and, for the loss, everything

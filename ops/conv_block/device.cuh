@@ -1,8 +1,13 @@
 // Device helpers shared by the fused block's kernels (ops/conv_block/*.cu): the sigmoid, cp.async
-// copies into shared memory and TF32 tensor-core MMA.
+// copies into shared memory and TF32 tensor-core MMA. Compiled by nvcc and by NVRTC (no host
+// headers there).
 #pragma once
 
+#ifdef __CUDACC_RTC__
+using uint32_t = unsigned int;
+#else
 #include <cstdint>
+#endif
 
 namespace tg::ops::detail {
 

@@ -1,5 +1,5 @@
 // The fused block's kernels that do not convolve (the direct kernels' companions, see
-// ops/conv_block/direct.cu for the whole pipeline):
+// ops/conv_block/direct_kernels.cuh for the whole pipeline):
 //   stats_finalize  one thread per (n, group): Chan's combination of per-tile statistics (double).
 //   normalize       y = (s - mean) * rstd * gamma + beta, recomputing s from z.
 //   reduce          one CTA per (chunk, c, n) of a channel plane: sum (y-t)^2, sum dy, sum dy * xhat

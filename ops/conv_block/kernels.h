@@ -1,14 +1,13 @@
 // The fused block's internals: the shapes and argument structs of its CPU passes and CUDA kernels.
 #pragma once
 
+#include <string>
+
 #include "conv_block.h"
+#include "direct_config.h"
 
 namespace tg::ops {
 namespace detail {
-
-struct ConvBlockShape {
-  int N, H, W, Ho, Wo, G, tiles_y, tiles_x;
-};
 
 struct ConvBlockForwardArgs {
   int cin, cout, k;
@@ -94,7 +93,12 @@ void conv_block_dz_cpu(const ConvBlockCpuSizes& sz, bool loss_target, const T* z
                        double a_scale, const T* bias, const T* scale, const T* gamma,
                        const T* beta, double gs, T* dz, double* dbias, double* dscale);
 
-bool conv_block_supported(int cin, int cout, int k);
+/// "" when the direct kernels (ops/conv_block/direct_kernels.cuh, compiled at run time) handle
+/// (Cin, Cout, k) with the forward on TF32 (else FP32 FMAs) on the current device; else the reason.
+std::string conv_block_direct_check(int cin, int cout, int k, bool tf32);
+/// Compiles (or loads from the disk cache) the direct kernels of (Cin, Cout, k) for the current
+/// device now rather than at first use; thread-safe, so several shapes can be prepared at once.
+void conv_block_direct_prepare(int cin, int cout, int k, bool tf32);
 ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G);
 int conv_block_backward_grid(const ConvBlockShape& sh, int cout);
 int conv_block_reduce_chunks(const ConvBlockShape& sh);

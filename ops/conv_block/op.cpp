@@ -1,5 +1,6 @@
 // conv_block and conv_block_mse_loss: validation, the choice of path (conv_block_can_implement),
-// the direct CUDA path and its autograd node (kernels: ops/conv_block/direct.cu and epilogue.cu),
+// the direct CUDA path and its autograd node (kernels: ops/conv_block/direct_kernels.cuh, compiled
+// at run time by direct_cuda.cpp, and epilogue.cu),
 // the epilogue CUDA path and its node (cuDNN through ops/conv2d, kernels: generic.cu), the fused
 // CPU path's node (its passes: ops/conv_block/cpu.cpp), and the composition of the unfused ops for
 // everything else.
@@ -633,12 +634,9 @@ Tensor cpu_conv_block_mse_loss(const Tensor& x, const ConvBlockParams& p, const 
 
 #ifdef TG_WITH_CUDA
 // "" when the direct kernels handle (cin, cout, k) with TF32 as given; otherwise why not. The one
-// place that asks direct.cu.
+// place that asks the direct kernels (ops/conv_block/direct_cuda.cpp).
 std::string direct_check(int cin, int cout, int k, bool tf32) {
-  (void)tf32;
-  if (detail::conv_block_supported(cin, cout, k)) return "";
-  return "no direct kernel for Cin " + std::to_string(cin) + ", Cout " + std::to_string(cout) +
-         ", k " + std::to_string(k);
+  return detail::conv_block_direct_check(cin, cout, k, tf32);
 }
 #endif
 

@@ -4,7 +4,8 @@
 
 whose forward and backward run tapegrad's kernels (ops/conv_block.h) on PyTorch's tensors, in place
 (non-owning views), on PyTorch's current CUDA stream and with PyTorch's caching allocator. Paths:
-"fused CUDA" (float32 and the shapes conv_block_supported() lists), "fused CPU" (float32 and float64,
+"fused CUDA" (float32 and the shapes conv_block_direct_check() accepts), "epilogue CUDA" (every other
+float32 shape: cuDNN's convolution and fused kernels for the rest), "fused CPU" (float32 and float64,
 every shape), otherwise tapegrad's composition of its unfused ops; ModelNew.path(x) says which, and
 the composition warns once per shape.
 

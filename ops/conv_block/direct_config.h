@@ -1,0 +1,87 @@
+// Tile configurations of the direct kernels (ops/conv_block/direct_kernels.cuh), computed from
+// (Cin, Cout, k). Plain C++ without includes: the host (launches, conv_block_direct_check) and the
+// kernels (compiled at run time by NVRTC, with Cin, Cout, k as template arguments) share it.
+#pragma once
+
+namespace tg::ops::detail {
+
+struct ConvBlockShape {
+  int N, H, W, Ho, Wo, G, tiles_y, tiles_x;
+};
+
+/// Every direct kernel's tile: TH x TW output pixels of one sample, all Cout channels.
+constexpr int kDirectTileH = 8, kDirectTileW = 64;
+
+/// The input tile (Cin x IH x PITCH floats, two of them in shared memory: the next tile's copy
+/// overlaps the current one's work).
+struct DirectTile {
+  int cin, ks, ih, iw, pitch, xs;
+};
+constexpr DirectTile direct_tile(int cin, int ks) {
+  const int ih = kDirectTileH + ks - 1, iw = kDirectTileW + ks - 1, pitch = (iw + 3) / 4 * 4;
+  return DirectTile{cin, ks, ih, iw, pitch, cin * ih * pitch};
+}
+
+constexpr int direct_largest_divisor_at_most(int n, int cap) {
+  int d = cap < n ? cap : n;
+  while (d > 1 && n % d != 0) --d;
+  return d < 1 ? 1 : d;
+}
+
+/// Forward on FP32 FMAs. A thread computes 4 adjacent pixels x cpt channels; 128 threads (16
+/// columns x 8 rows) cover the tile for one slice of cpt channels; `slices` slices run side by side
+/// (threads = 128 * slices <= 512) and `passes` of them one after the other cover Cout.
+struct FmaConfig {
+  int cpt, slices, passes, threads, min_blocks, ws, dyn_floats;
+};
+constexpr FmaConfig fma_config(int cin, int cout, int ks) {
+  const int cpt = cout % 16 == 0 ? 16 : 8;
+  const int slices = direct_largest_divisor_at_most(cout / cpt, 4);
+  const int threads = 128 * slices;
+  const int ws = cout * cin * ks * ks;
+  return FmaConfig{cpt, slices, cout / (cpt * slices), threads, threads <= 256 ? 2 : 1, ws,
+                   2 * direct_tile(cin, ks).xs + ws};
+}
+
+/// Forward on TF32 tensor cores (mma m16n8k8): 8 warps, one tile row each (4 m-tiles of 16
+/// pixels); n-tiles of 8 channels, ntp of them per pass (<= 4: 64 accumulators per thread).
+struct Tf32Config {
+  int k, ksteps, kpad, nt, ntp, passes, bpitch, unroll, dyn_floats;
+};
+constexpr Tf32Config tf32_config(int cin, int cout, int ks) {
+  const int k = cin * ks * ks, ksteps = (k + 7) / 8, nt = cout / 8;
+  const int ntp = direct_largest_divisor_at_most(nt, 4);
+  // B's row pitch: 8 or 24 (mod 32) makes the fragment loads of 4 rows x 8 columns conflict-free.
+  const int bpitch = cout + (cout % 16 == 0 ? 8 : 16);
+  return Tf32Config{k,      ksteps,  ksteps * 8, nt, ntp, nt / ntp, bpitch, ksteps <= 16 ? ksteps : 2,
+                    2 * direct_tile(cin, ks).xs + ksteps * 8 * bpitch};
+}
+
+/// Backward. dz phase: warps -> channels (cpw each), lanes -> pixels. Weight gradient: a unit is
+/// (4 output channels, 1 input channel, kr kernel rows) with 4 * kr * k accumulators; a thread
+/// owns upt units, or, when there are fewer units than threads, one unit over a set of the tile's
+/// rows (psets sets, summed in shared memory at the end).
+struct BackwardConfig {
+  int threads, warps, cpw, kr, units, upt, psets, ws, ppad, dyn_floats;
+};
+constexpr int kDirectMaxWgAccumulators = 72;
+constexpr BackwardConfig backward_config(int cin, int cout, int ks) {
+  const int s16 = cout / 16;
+  const int threads = 128 * (s16 < 1 ? 1 : s16 > 4 ? 4 : s16);
+  const int warps = threads / 32;
+  const int kr = ks <= 3 ? ks : 1;
+  const int units = (cout / 4) * cin * (ks / kr);
+  const int upt = (units + threads - 1) / threads;
+  const int ws = cout * cin * ks * ks;
+  const int ppad = kDirectTileH * kDirectTileW + 1;
+  const int dyn = 2 * direct_tile(cin, ks).xs + cout * ppad;
+  int psets = 1;
+  if (upt == 1) {
+    psets = direct_largest_divisor_at_most(kDirectTileH, threads / units);
+    while (psets > 1 && psets * ws > dyn) psets = direct_largest_divisor_at_most(kDirectTileH, psets - 1);
+  }
+  return BackwardConfig{threads, warps, (cout + warps - 1) / warps, kr, units, upt, psets, ws, ppad,
+                        dyn};
+}
+
+}  // namespace tg::ops::detail
