@@ -101,7 +101,7 @@ TEST(ToolsBench, PrintsWhichPathTheBlockTakes) {
   std::ifstream f(out);
   const nlohmann::json j = nlohmann::json::parse(f);
   const auto& res = j["results"]["custom"];
-  EXPECT_EQ(res["path"], "fused CPU") << j.dump();
+  EXPECT_EQ(res["path"], "fused-cpu") << j.dump();
   EXPECT_EQ(res["shape"]["out_channels"], 2) << j.dump();
   EXPECT_EQ(res["shape"]["kernel"], 3) << j.dump();
 }
