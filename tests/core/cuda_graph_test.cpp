@@ -113,7 +113,7 @@ TEST(CudaGraph, HostReadsAndSyncsDuringCaptureFailClearly) {
   {
     cuda::Graph g;
     EXPECT_ERROR_HAS(g.capture([&] {
-      Tensor y = x.clone();
+      Tensor y = x.view_rows(0, 1).clone();
       (void)y.item();
     }), "while capturing a CUDA graph", "from the device to the host", "item()");
     EXPECT_FALSE(g.captured());
@@ -132,7 +132,7 @@ TEST(CudaGraph, HostReadsAndSyncsDuringCaptureFailClearly) {
     g.replay();
     EXPECT_EQ(x.to_vector<float>(), std::vector<float>(4, 6.0f));
   }
-  EXPECT_EQ(x.item(), 6.0);
+  EXPECT_EQ(x.to_vector<float>(), std::vector<float>(4, 6.0f));
 }
 
 TEST(CudaGraph, RefusesNestingASecondCaptureAndAnOptimizerStep) {
