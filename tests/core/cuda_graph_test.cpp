@@ -89,6 +89,31 @@ TEST(CudaGraph, PoolBlocksAreNotHandedOutWhileTheGraphLivesAndAreReleasedWithIt)
   EXPECT_LE(cuda::memory_stats().bytes_reserved, before.bytes_reserved);
 }
 
+// A size the cache cannot serve is a cudaMalloc during the capture (in relaxed mode), and the
+// block is the pool's like any other.
+TEST(CudaGraph, ACacheMissDuringCaptureAllocatesFromTheDriver) {
+  TG_SKIP_WITHOUT_GPU();
+  const int64_t n = (int64_t(45) << 20) / 4 + 12345;  // ~45 MiB, a size no other test uses
+  cuda::empty_cache();  // nothing cached that could serve it
+  const uint64_t mallocs = cuda::memory_stats().cuda_mallocs;
+  cuda::Graph g;
+  Tensor big;
+  g.capture([&] {
+    big = Tensor::empty({n}, DType::Float32, Device::CUDA);
+    big.fill_(2.5);
+  });
+  EXPECT_EQ(cuda::memory_stats().cuda_mallocs, mallocs + 1);
+  EXPECT_GE(cuda::graph_pool_bytes(), size_t(n) * sizeof(float));
+  big.fill_(0.0);
+  g.replay();
+  const std::vector<float> v = big.to_vector<float>();
+  EXPECT_EQ(v.front(), 2.5f);
+  EXPECT_EQ(v.back(), 2.5f);
+  big = Tensor();
+  g.reset();
+  EXPECT_EQ(cuda::graph_pool_bytes(), 0u);
+}
+
 TEST(CudaGraph, TensorsMadeByTheCaptureOutliveTheGraph) {
   TG_SKIP_WITHOUT_GPU();
   Tensor x = Tensor::full({256}, 2.0, DType::Float32, Device::CUDA);
