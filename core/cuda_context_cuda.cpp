@@ -108,7 +108,11 @@ class CachingAllocator {
     Block b = it->second;
     in_use_.erase(it);
     stats_.bytes_in_use -= b.size;
-    if (b.pool == 0 && capture_pool != 0) {  // a recorded kernel may use it: the graph keeps it
+    // A block freed during a capture may be used by a recorded kernel: the capturing graph keeps
+    // it, unless another live graph's pool holds it already (then that one keeps it).
+    if (capture_pool != 0 && b.pool != capture_pool &&
+        (b.pool == 0 || pools_.at(b.pool).released)) {
+      if (b.pool != 0) disown(b.pool, b.size);
       b.pool = capture_pool;
       adopt(pools_.at(capture_pool), b.size);
     }

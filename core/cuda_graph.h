@@ -17,7 +17,9 @@
 // another tensor. A pool is filled from the allocator's cache first (work queued before the capture
 // precedes every replay in stream order), then by cudaMalloc (in relaxed capture mode: cudaMalloc is
 // not a stream operation). When the graph is destroyed or reset, its cached blocks go back to the
-// allocator's cache, and blocks still held by tensors follow when those are freed.
+// allocator's cache, and blocks still held by tensors follow when those are freed. A block belongs
+// to one pool: when two live graphs use the same tensor's memory and one of them made it, that one
+// keeps it; destroy the other first (or free such tensors outside captures).
 //
 // Whatever must wait for the device or move data to or from the host during capture (item(),
 // to_vector(), cpu(), copies between host and device, cuda::synchronize(), empty_cache()) throws
