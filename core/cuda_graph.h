@@ -5,21 +5,21 @@
 //   g.replay();                   // runs them; again and again
 //
 // Capture is on tapegrad's stream of the current device (cuda::stream()), in
-// cudaStreamCaptureModeThreadLocal: other threads go on as usual. A replay runs the recorded kernels
-// and device copies with the pointers and arguments they had at capture; host code in the captured
-// function ran once, at capture, and never again.
+// cudaStreamCaptureModeThreadLocal: other threads go on as usual. A replay runs the recorded
+// kernels and device copies with the pointers and arguments they had at capture; host code in the
+// captured function ran once, at capture, and never again.
 //
 // Memory: while a thread captures, its allocations come from a private pool of the caching
-// allocator that the graph owns, and every block it frees goes there too (it may have been used by a
-// recorded kernel). Inside the capture a freed block is reused by later allocations of the same
+// allocator that the graph owns, and every block it frees goes there too (it may have been used by
+// a recorded kernel). Inside the capture a freed block is reused by later allocations of the same
 // capture (replays run in the same order); outside it, pool blocks are never handed to anyone else
 // while the graph lives, even when the tensor that held one is freed, so replays cannot overwrite
 // another tensor. A pool is filled from the allocator's cache first (work queued before the capture
-// precedes every replay in stream order), then by cudaMalloc (in relaxed capture mode: cudaMalloc is
-// not a stream operation). When the graph is destroyed or reset, its cached blocks go back to the
-// allocator's cache, and blocks still held by tensors follow when those are freed. A block belongs
-// to one pool: when two live graphs use the same tensor's memory and one of them made it, that one
-// keeps it; destroy the other first (or free such tensors outside captures).
+// precedes every replay in stream order), then by cudaMalloc (in relaxed capture mode: cudaMalloc
+// is not a stream operation). When the graph is destroyed or reset, its cached blocks go back to
+// the allocator's cache, and blocks still held by tensors follow when those are freed. A block
+// belongs to one pool: when two live graphs use the same tensor's memory and one of them made it,
+// that one keeps it; destroy the other first (or free such tensors outside captures).
 //
 // Whatever must wait for the device or move data to or from the host during capture (item(),
 // to_vector(), cpu(), copies between host and device, cuda::synchronize(), empty_cache()) throws
@@ -71,7 +71,7 @@ class Graph {
   void* exec_ = nullptr;    // cudaGraphExec_t
   void* stream_ = nullptr;  // cudaStream_t of the capture
   int device_ = -1;
-  uint64_t pool_ = 0;       // the allocator's private pool (0: none)
+  uint64_t pool_ = 0;  // the allocator's private pool (0: none)
 };
 
 }  // namespace tg::cuda

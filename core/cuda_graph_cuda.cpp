@@ -43,8 +43,9 @@ void Graph::capture(const std::function<void()>& fn) {
   TG_CHECK(exec_ == nullptr,
            "cuda::Graph::capture: this graph already holds a capture; reset() it to capture again");
   TG_CHECK(is_available(), "cuda::Graph::capture: no usable CUDA device was found");
-  TG_CHECK(!is_capturing(), "cuda::Graph::capture: this thread is capturing a graph already "
-                            "(captures do not nest)");
+  TG_CHECK(!is_capturing(),
+           "cuda::Graph::capture: this thread is capturing a graph already "
+           "(captures do not nest)");
   cudaStream_t s = stream();
   TG_CHECK(s != nullptr,
            "cuda::Graph::capture: the current stream is the legacy default stream (a StreamGuard "
@@ -109,7 +110,8 @@ void Graph::replay() {
            "cuda::Graph::replay: the current stream is not the one the graph was captured on (a "
            "StreamGuard began or ended); its memory is ordered on that stream only");
   TG_CHECK(!is_capturing(), "cuda::Graph::replay: this thread is capturing a graph");
-  TG_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream_)));
+  TG_CUDA_CHECK(
+      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream_)));
 }
 
 size_t Graph::num_nodes() const {

@@ -18,8 +18,10 @@ CapturedStep::CapturedStep(std::vector<Tensor> static_inputs, StepFn fn,
       options_(options) {
   TG_CHECK(fn_ != nullptr, "CapturedStep: expected a step function, got an empty one");
   TG_CHECK(!static_inputs_.empty(), "CapturedStep: expected at least one static input");
-  TG_CHECK(options_.warmup >= 1, "CapturedStep: expected warmup >= 1 (eager steps before the "
-                                 "capture), got ", options_.warmup);
+  TG_CHECK(options_.warmup >= 1,
+           "CapturedStep: expected warmup >= 1 (eager steps before the "
+           "capture), got ",
+           options_.warmup);
   std::set<const void*> storages;
   for (size_t i = 0; i < static_inputs_.size(); ++i) {
     const Tensor& t = static_inputs_[i];
@@ -90,8 +92,7 @@ Tensor CapturedStep::run(const std::vector<Tensor>& inputs) {
       graph_.reset();
       throw;
     }
-    TG_CHECK(loss.defined() && loss.is_cuda(),
-             "CapturedStep: the step function returned ",
+    TG_CHECK(loss.defined() && loss.is_cuda(), "CapturedStep: the step function returned ",
              loss.defined() ? loss.describe() : std::string("an undefined tensor"),
              "; expected its loss on the GPU");
     loss_ = loss.detach();

@@ -97,9 +97,9 @@ class CapturedStep {
   std::vector<Tensor> params_;
   CapturedStepOptions options_;
   std::unique_ptr<cuda::Graph> graph_;
-  Tensor loss_;                       ///< the graph's static loss
-  std::vector<Tensor> graph_grads_;   ///< params' gradients as the graph writes them
-  int warm_ = 0;                      ///< full-size eager steps since the last (in)validation
+  Tensor loss_;                      ///< the graph's static loss
+  std::vector<Tensor> graph_grads_;  ///< params' gradients as the graph writes them
+  int warm_ = 0;                     ///< full-size eager steps since the last (in)validation
   int64_t replays_ = 0, captures_ = 0, eager_ = 0;
 };
 

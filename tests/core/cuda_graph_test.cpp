@@ -94,7 +94,7 @@ TEST(CudaGraph, PoolBlocksAreNotHandedOutWhileTheGraphLivesAndAreReleasedWithIt)
 TEST(CudaGraph, ACacheMissDuringCaptureAllocatesFromTheDriver) {
   TG_SKIP_WITHOUT_GPU();
   const int64_t n = (int64_t(45) << 20) / 4 + 12345;  // ~45 MiB, a size no other test uses
-  cuda::empty_cache();  // nothing cached that could serve it
+  cuda::empty_cache();                                // nothing cached that could serve it
   const uint64_t mallocs = cuda::memory_stats().cuda_mallocs;
   cuda::Graph g;
   Tensor big;
@@ -140,7 +140,8 @@ TEST(CudaGraph, HostReadsAndSyncsDuringCaptureFailClearly) {
     EXPECT_ERROR_HAS(g.capture([&] {
       Tensor y = x.view_rows(0, 1).clone();
       (void)y.item();
-    }), "while capturing a CUDA graph", "from the device to the host", "item()");
+    }),
+                     "while capturing a CUDA graph", "from the device to the host", "item()");
     EXPECT_FALSE(g.captured());
     EXPECT_FALSE(cuda::is_capturing());
     EXPECT_ERROR_HAS(g.capture([&] { (void)x.to_vector<float>(); }), "during a CUDA graph capture");
@@ -170,8 +171,8 @@ TEST(CudaGraph, RefusesNestingASecondCaptureAndAnOptimizerStep) {
   w.set_grad(Tensor::full({4}, 1.0, DType::Float32, Device::CUDA));
   optim::SGD opt({w}, {0.1});
   cuda::Graph g;
-  EXPECT_ERROR_HAS(g.capture([&] { opt.step(); }),
-                   "SGD::step() during a CUDA graph capture", "after the replay");
+  EXPECT_ERROR_HAS(g.capture([&] { opt.step(); }), "SGD::step() during a CUDA graph capture",
+                   "after the replay");
   EXPECT_EQ(opt.step_count(), 0);
   g.capture([&] { x.add_(x); });
   EXPECT_ERROR_HAS(g.capture([&] { x.add_(x); }), "already holds a capture");

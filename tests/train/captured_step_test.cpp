@@ -57,10 +57,11 @@ Result train(const Sizes& s, Device device, const std::string& opt_kind, int ste
   Result r;
   train::CapturedStepOptions o;
   o.enabled = mode == "graph";
-  CapturedStep step({Tensor::empty(batch(s, 0, device)[0].shape(), DType::Float32, device),
-                     Tensor::empty(batch(s, 0, device)[1].shape(), DType::Float32, device)},
-                    [&](const std::vector<Tensor>& in) { return forward_backward(model, *opt, in); },
-                    opt.get(), model.parameters(), o);
+  CapturedStep step(
+      {Tensor::empty(batch(s, 0, device)[0].shape(), DType::Float32, device),
+       Tensor::empty(batch(s, 0, device)[1].shape(), DType::Float32, device)},
+      [&](const std::vector<Tensor>& in) { return forward_backward(model, *opt, in); }, opt.get(),
+      model.parameters(), o);
   for (int i = 0; i < steps; ++i) {
     if (i == lr_change_at) opt->set_group_lr(0, opt->group_lr(0) * 0.5);
     const std::vector<Tensor> in = batch(s, i, device, uneven);
@@ -146,11 +147,14 @@ TEST(CapturedStepCuda, AStepThatReadsTheDeviceFailsToCaptureClearly) {
   model.to(Device::CUDA);
   optim::SGD opt(model.named_parameters(), {0.05, 0.9});
   const std::vector<Tensor> in = batch(s, 0, Device::CUDA);
-  CapturedStep step({in[0].clone(), in[1].clone()}, [&](const std::vector<Tensor>& b) {
-    Tensor loss = forward_backward(model, opt, b);
-    if (loss.item() > 1e9) loss = loss.detach();  // a loss check on the host
-    return loss;
-  }, &opt, model.parameters());
+  CapturedStep step(
+      {in[0].clone(), in[1].clone()},
+      [&](const std::vector<Tensor>& b) {
+        Tensor loss = forward_backward(model, opt, b);
+        if (loss.item() > 1e9) loss = loss.detach();  // a loss check on the host
+        return loss;
+      },
+      &opt, model.parameters());
   step.run(in);  // the eager warm-up may read the device
   EXPECT_ERROR_HAS(step.run(in), "while capturing a CUDA graph", "from the device to the host",
                    "item()");
@@ -168,9 +172,10 @@ TEST(CapturedStepCuda, TheGraphsMemoryIsReleasedWithIt) {
   const std::vector<Tensor> in = batch(s, 0, Device::CUDA);
   ASSERT_EQ(cuda::graph_pool_bytes(), 0u);
   {
-    CapturedStep step({in[0].clone(), in[1].clone()}, [&](const std::vector<Tensor>& b) {
-      return forward_backward(model, opt, b);
-    }, &opt, model.parameters());
+    CapturedStep step(
+        {in[0].clone(), in[1].clone()},
+        [&](const std::vector<Tensor>& b) { return forward_backward(model, opt, b); }, &opt,
+        model.parameters());
     for (int i = 0; i < 4; ++i) step.run(in);
     EXPECT_TRUE(step.captured());
     EXPECT_GT(step.graph_nodes(), 3u);

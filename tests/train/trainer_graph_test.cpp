@@ -87,7 +87,7 @@ class TrainerGraph : public ::testing::Test {
     return c;
   }
   struct Run {
-    std::vector<double> losses;  // every step's, from the callback
+    std::vector<double> losses;        // every step's, from the callback
     std::vector<std::string> metrics;  // metrics.jsonl without the timing fields
     io::NamedTensors params;
     int64_t steps = 0;
@@ -104,8 +104,7 @@ class TrainerGraph : public ::testing::Test {
     std::string line;
     while (std::getline(f, line)) {
       nlohmann::json j = nlohmann::json::parse(line);
-      for (const char* timing : {"samples_per_s", "gpu_peak_bytes"})
-        j.erase(timing);
+      for (const char* timing : {"samples_per_s", "gpu_peak_bytes"}) j.erase(timing);
       r.metrics.push_back(j.dump());
     }
     auto ck = io::load_checkpoint(c.output + "/last.h5");
