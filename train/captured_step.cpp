@@ -75,26 +75,22 @@ Tensor CapturedStep::eager(const std::vector<Tensor>& inputs) {
 }
 
 Tensor CapturedStep::run(const std::vector<Tensor>& inputs) {
-  if (!fits(inputs)) return eager(inputs);
   const bool graphs = options_.enabled && static_inputs_[0].is_cuda();
+  if (!fits(inputs) || !graphs) return eager(inputs);
   for (size_t i = 0; i < inputs.size(); ++i)
-    if (!inputs[i].same(static_inputs_[i])) static_inputs_[i].copy_(inputs[i]);
-  if (!graphs || warm_ < options_.warmup) {
-    if (graphs) ++warm_;
+    if (inputs[i].raw_data() != static_inputs_[i].raw_data()) static_inputs_[i].copy_(inputs[i]);
+  if (warm_ < options_.warmup) {
+    ++warm_;
     return eager(static_inputs_);
   }
   if (!captured()) {
-    graph_ = std::make_unique<cuda::Graph>();
+    auto graph = std::make_unique<cuda::Graph>();
     Tensor loss;
-    try {
-      graph_->capture([&] { loss = fn_(static_inputs_); });
-    } catch (...) {
-      graph_.reset();
-      throw;
-    }
+    graph->capture([&] { loss = fn_(static_inputs_); });
     TG_CHECK(loss.defined() && loss.is_cuda(), "CapturedStep: the step function returned ",
              loss.defined() ? loss.describe() : std::string("an undefined tensor"),
              "; expected its loss on the GPU");
+    graph_ = std::move(graph);
     loss_ = loss.detach();
     graph_grads_.clear();
     for (const Tensor& p : params_) graph_grads_.push_back(p.grad());

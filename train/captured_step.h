@@ -18,7 +18,7 @@
 //
 // run(inputs):
 //   - inputs with the static inputs' shapes, dtypes and devices are copied into them (no copy for
-//     the static tensors themselves: gather into static_inputs() to save it). The first `warmup`
+//     the static tensors' own memory: gather into static_inputs() to save it). The first `warmup`
 //     such steps run eagerly (first-use work: cuDNN's algorithm choice, the optimizer's buffers);
 //     the next is captured and replayed, and every later one is a replay.
 //   - any other inputs (an uneven last batch) run an eager step on the inputs as they are.
@@ -34,7 +34,8 @@
 // The loss returned by a replayed step is the graph's static loss tensor, overwritten by the next
 // replay (clone() it to keep it). Gradients: the graph writes the ones it allocated at capture;
 // before each optimizer step they are attached to params again, in case an eager step in between
-// replaced them. On the CPU every step runs eagerly.
+// replaced them. On the CPU (and with options.enabled false) every step runs eagerly, on the
+// inputs as they are.
 #pragma once
 
 #include <functional>
