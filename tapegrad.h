@@ -3,6 +3,7 @@
 
 #include "core/autograd.h"
 #include "core/cuda_context.h"
+#include "core/cuda_graph.h"
 #include "core/default_generator.h"
 #include "core/function.h"
 #include "core/gradcheck.h"
@@ -31,4 +32,5 @@
 #include "optim/adamw.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
+#include "train/captured_step.h"
 #include "train/trainer.h"

@@ -45,6 +45,7 @@
 #include "ops/mse_loss.h"
 #include "ops/op_list.h"
 #include "optim/sgd.h"
+#include "train/captured_step.h"
 
 using namespace tg;
 using json = nlohmann::json;
@@ -62,7 +63,7 @@ struct Timing {
 
 const std::vector<std::string> kItems = {
     "conv_forward", "conv_backward", "tail_forward", "tail_forward_backward",
-    "ops",          "forward",       "train_step"};
+    "ops",          "forward",       "train_step",           "train_step_graph"};
 const std::map<std::string, Size> kSizes = {{"reference", {"reference", 128, 8, 32, 256, 3, 8}},
                                             {"small", {"small", 128, 3, 16, 32, 3, 8}}};
 // Upper bounds of the flags: far beyond any size that fits a GPU, small enough that no product of
@@ -280,8 +281,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, kMaxReps))
       ->capture_default_str();
   app.add_option("--items", items_s, "comma-separated subset: conv_forward,conv_backward,tail_forward,"
-                                     "tail_forward_backward,ops,forward,train_step (default all; ops = the "
-                                     "model's three ops alone, then every op of the op list)");
+                                     "tail_forward_backward,ops,forward,train_step,train_step_graph (default "
+                                     "all; ops = the model's three ops alone, then every op of the op list; "
+                                     "train_step_graph = the step as a CUDA graph)");
   app.add_option("--op-elements", op_elements,
                  "elements of each large input of the op list's cases (--items ops; default " +
                      std::to_string(kGpuOpElements) + " on cuda, " + std::to_string(kCpuOpElements) +
@@ -437,6 +439,22 @@ int main(int argc, char** argv) {
                       "train_step peak memory", peak / (1024.0 * 1024 * 1024));
           js["train_step_peak_bytes"] = peak;
         }
+      }
+      // The same step with forward, loss and backward replayed as one CUDA graph
+      // (train::CapturedStep; the optimizer steps after it), on the same fixed x and target.
+      if (want("train_step_graph") && dev == Device::CUDA) {
+        optim::SGD opt(model.named_parameters(), {0.001, 0.9, 0, false, 0});
+        train::CapturedStep graph_step({x, t}, [&](const std::vector<Tensor>& in) {
+          opt.zero_grad();
+          Tensor loss = model.loss(in[0], in[1]);
+          loss.backward();
+          return loss;
+        }, &opt, model.parameters());
+        report("train_step_graph", time_it(dev, std::max(warmup, 2), reps, [&] { graph_step.run({x, t}); }),
+               3 * xb + 5 * zb);
+        std::printf("%-10s %-22s %10zu nodes in the graph\n", s.name.c_str(), "train_step_graph",
+                    graph_step.graph_nodes());
+        js["train_step_graph_nodes"] = graph_step.graph_nodes();
       }
       out["results"][s.name] = js;
     }

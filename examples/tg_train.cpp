@@ -87,6 +87,11 @@ int main(int argc, char** argv) {
                  "CUDA: keep the data on the GPU (device), stream it (off), or device when it fits "
                  "in half of the free memory (auto); the batches are the same in every mode")
       ->check(CLI::IsMember({"auto", "device", "off"}))->capture_default_str();
+  app.add_option("--cuda-graph", cfg.cuda_graph,
+                 "CUDA: run the training step as a captured CUDA graph (on), op by op (off), or as "
+                 "a graph with device-resident data in one process (auto); losses and checkpoints "
+                 "are the same in every mode")
+      ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   auto* init = app.add_option("--init", cfg.init, "start from this checkpoint's parameters")->check(CLI::ExistingFile);
   auto* resume = app.add_option("--resume", cfg.resume, "continue this checkpoint's run exactly (parameters, momentum, step, epoch, data order)")
       ->check(CLI::ExistingFile)->excludes(init);

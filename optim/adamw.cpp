@@ -7,6 +7,7 @@
 
 #include "../core/autograd.h"
 #include "../core/cuda_context.h"
+#include "../core/cuda_graph.h"
 #ifdef TG_WITH_CUDA
 #include "../core/cuda_utils.h"
 #endif
@@ -103,6 +104,10 @@ void AdamW::zero_grad(bool set_to_none) {
 }
 
 void AdamW::step() {
+  // A replay would repeat the launch with this step's bias corrections and without counting it.
+  TG_CHECK(device_ != Device::CUDA || !cuda::is_capturing(),
+           "AdamW::step() during a CUDA graph capture: its step counts and learning rates are host "
+           "state that a replay would not update; step after the replay (train::CapturedStep does)");
   autograd::NoGradGuard no_grad;
   struct Work {
     size_t i;

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "../core/autograd.h"
+#include "../core/cuda_graph.h"
 
 namespace tg::optim {
 
@@ -115,6 +116,10 @@ void SGD::set_group_lr(size_t g, double lr) {
 uint64_t SGD::descriptor_uploads() const { return table_ ? table_->uploads() : 0; }
 
 void SGD::step() {
+  // A replay would repeat the launch with this step's learning rate and without counting the step.
+  TG_CHECK(device_ != Device::CUDA || !cuda::is_capturing(),
+           "SGD::step() during a CUDA graph capture: its learning rate and step count are host "
+           "state that a replay would not update; step after the replay (train::CapturedStep does)");
   autograd::NoGradGuard no_grad;
   // Validate every gradient before touching anything.
   std::vector<size_t> active;

@@ -50,6 +50,9 @@ void TrainerConfig::validate() const {
   check_choice("--dtype", dtype, {"float32", "float64"});
   check_choice("--tf32", tf32, {"on", "off"});
   check_choice("--data-cache", data_cache, {"auto", "device", "off"});
+  check_choice("--cuda-graph", cuda_graph, {"auto", "on", "off"});
+  if (device == "cpu" && cuda_graph == "on")
+    usage("--cuda-graph on needs CUDA training, but --device is cpu; use --cuda-graph auto or off");
   check_choice("--checkpoint-format", checkpoint_format, {"hdf5", "safetensors"});
   if (x_name.empty() || y_name.empty()) usage("--x-name and --y-name must not be empty");
   if (output.empty()) usage("--output must not be empty");
@@ -59,6 +62,23 @@ void TrainerConfig::validate() const {
   if (overwrite && !resume.empty())
     usage("--overwrite and --resume ", resume,
           " exclude each other: --resume continues the run in --output, --overwrite replaces it");
+}
+
+bool resolve_cuda_graph(const std::string& mode, Device device, bool data_parallel,
+                        bool device_resident) {
+  check_choice("--cuda-graph", mode, {"auto", "on", "off"});
+  if (mode == "off") return false;
+  if (mode == "on") {
+    if (device != Device::CUDA)
+      usage("--cuda-graph on needs CUDA training, but the run trains on ", device_name(device),
+            "; use --cuda-graph auto or off");
+    if (data_parallel)
+      usage("--cuda-graph on cannot be used under mpirun: the data-parallel gradient all-reduce "
+            "runs host code during the backward, which a graph cannot replay; use --cuda-graph "
+            "auto or off");
+    return true;
+  }
+  return device == Device::CUDA && !data_parallel && device_resident;
 }
 
 }  // namespace tg::train

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/dtype.h"
 #include "../core/error.h"
 
 namespace tg::train {
@@ -53,6 +54,12 @@ struct TrainerConfig {
   /// after the step's own, else streamed), device (on the GPU, or an error), off (streamed). See
   /// train/batch_source.h; every mode gives the same batches, bit for bit.
   std::string data_cache = "auto";
+  /// Whether the training step (forward, loss, backward) runs as a captured CUDA graph
+  /// (train/captured_step.h; the optimizer steps after it, eagerly): auto (on for CUDA training in
+  /// one process with device-resident batches, where a step is launch-bound), on (also with
+  /// streamed batches; an error on the CPU and under mpirun), off. Losses, checkpoints and resume
+  /// are bit-identical in every mode.
+  std::string cuda_graph = "auto";
   /// last / best checkpoints as HDF5 (last.h5, best.h5) or safetensors (last.safetensors, ...);
   /// --init and --resume read either (by content).
   std::string checkpoint_format = "hdf5";
@@ -76,5 +83,11 @@ struct TrainerConfig {
   /// --resume).
   void validate() const;
 };
+
+/// Resolves --cuda-graph for a run on device: "off" is false; "on" is true, or UsageError on the
+/// CPU or when data_parallel (the gradient all-reduce runs host code inside the backward); "auto"
+/// is true for CUDA training in one process with device_resident batches.
+bool resolve_cuda_graph(const std::string& mode, Device device, bool data_parallel,
+                        bool device_resident);
 
 }  // namespace tg::train

@@ -20,6 +20,7 @@
 #include "../ops/conv2d.h"
 #include "../optim/sgd.h"
 #include "batch_source.h"
+#include "captured_step.h"
 #include "checkpointing.h"
 #include "loss_monitor.h"
 #include "loss_plot.h"
@@ -261,6 +262,8 @@ TrainResult Trainer::Impl::run() {
     world = group->size();
   }
   quiet = !cfg.verbose || rank != 0;
+  // A --cuda-graph on that cannot be is refused before anything is written.
+  resolve_cuda_graph(cfg.cuda_graph, device, group != nullptr, true);
   ops::conv::set_allow_tf32(cfg.tf32 == "on");
   ops::conv::set_deterministic(cfg.deterministic);
 
@@ -342,6 +345,26 @@ TrainResult Trainer::Impl::run() {
     say("tg-train: data on the GPU: " + source->describe() + ", loaded in " +
         std::to_string(now_s() - load_start) + " s");
 
+  // The step as a CUDA graph (train/captured_step.h): forward, loss and backward on static input
+  // buffers of a full batch, the optimizer after it. Other batches (an uneven last one) run eagerly.
+  std::unique_ptr<CapturedStep> captured;
+  if (resolve_cuda_graph(cfg.cuda_graph, device, group != nullptr,
+                         source->describe() != "streaming")) {
+    Shape xs = info.x_shape, ys = info.y_shape;
+    xs[0] = ys[0] = cfg.batch_size;
+    captured = std::make_unique<CapturedStep>(
+        std::vector<Tensor>{Tensor::empty(xs, dtype, device), Tensor::empty(ys, dtype, device)},
+        [this, &opt](const std::vector<Tensor>& in) {
+          Tensor loss = model->loss(in[0], in[1]);
+          opt.zero_grad();
+          loss.backward();
+          return loss;
+        },
+        &opt, model->parameters());
+    say("tg-train: the training step runs as a CUDA graph (--cuda-graph " + cfg.cuda_graph +
+        "; off runs it op by op)");
+  }
+
   // min(--steps, --epochs x batches per epoch), without forming a product that cannot exist
   int64_t total_steps = 0;
   if (cfg.steps > 0 && cfg.epochs > cfg.steps / per_epoch) {
@@ -390,14 +413,19 @@ TrainResult Trainer::Impl::run() {
       const int64_t rows = batch.x.size(0);
       const int64_t global_rows = reader.global_batch_rows(batch.index_in_epoch);
       debug_hang(rank, step + 1);
-      Tensor loss = model->loss(x, t);
-      opt.zero_grad();
-      // Each rank's loss is the mean over its shard; weighting by shard size makes the average of
-      // the ranks' gradients the gradient of the whole batch's mean.
-      if (reducer) reducer->prepare(double(rows) * world / double(global_rows));
-      loss.backward();
-      if (reducer) reducer->finish();
-      opt.step();
+      Tensor loss;
+      if (captured) {
+        loss = captured->run({x, t});  // the same ops as below, in the same order
+      } else {
+        loss = model->loss(x, t);
+        opt.zero_grad();
+        // Each rank's loss is the mean over its shard; weighting by shard size makes the average
+        // of the ranks' gradients the gradient of the whole batch's mean.
+        if (reducer) reducer->prepare(double(rows) * world / double(global_rows));
+        loss.backward();
+        if (reducer) reducer->finish();
+        opt.step();
+      }
       ++step;
       ++batch_in_epoch;
       window_samples += global_rows;
@@ -409,7 +437,8 @@ TrainResult Trainer::Impl::run() {
       info.epoch = epoch;
       info.batch_in_epoch = batch_in_epoch;
       info.total_steps = total_steps;
-      info.loss = loss;
+      // A replayed step's loss is the graph's buffer, which the next step overwrites.
+      info.loss = captured && !step_callbacks.empty() ? loss.clone() : loss;
       if (step % cfg.log_every == 0 || step == total_steps) {
         double l = loss.item();
         if (group) l = group->allreduce_sum(l * double(rows)) / double(global_rows);
