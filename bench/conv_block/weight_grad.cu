@@ -26,6 +26,8 @@
 #include <random>
 #include <vector>
 
+#include "../../ops/conv_block/device.cuh"  // to_tf32, mma_tf32: the library's own
+
 #define CK(x)                                                                        \
   do {                                                                               \
     cudaError_t e_ = (x);                                                            \
@@ -136,19 +138,8 @@ constexpr int KDIM = CIN * KS * KS;             // GEMM N: 72
 constexpr int NT = (KDIM + 7) / 8, MT = COUT / 16;
 constexpr int V2_PPAD = TP + 4;                 // 4 mod 32: the A fragment loads hit 32 banks
 
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return r;
-}
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using tg::ops::detail::mma_tf32;
+using tg::ops::detail::to_tf32;
 
 template <bool ROUND>
 __device__ __forceinline__ uint32_t op(float v) {
