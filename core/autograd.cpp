@@ -140,10 +140,19 @@ void check_grad_like(const Tensor& g, const Shape& shape, DType dtype, Device de
            shape_str(shape), ", got ", g.describe());
 }
 
-void accumulate_leaf(const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
-  Tensor current(leaf->grad);
-  accumulate(current, g);
-  leaf->grad = current.impl();
+// A leaf's first gradient is stored as it is when nothing else can see it (the backward made it
+// and handed over its only reference, and no view shares its storage); otherwise it is copied, so
+// that accumulating into the leaf's grad later never changes another tensor.
+void accumulate_leaf(const std::shared_ptr<TensorImpl>& leaf, Tensor g) {
+  const bool sole = g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1 &&
+                    !g.requires_grad();
+  if (!leaf->grad && sole) {
+    leaf->grad = g.impl();
+  } else {
+    Tensor current(leaf->grad);
+    accumulate(current, g);
+    leaf->grad = current.impl();
+  }
   if (t_grad_ready_hook) t_grad_ready_hook(Tensor(leaf));
 }
 
@@ -221,7 +230,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad_
       check_grad_like(g, e.shape, e.dtype, e.device,
                       std::string("autograd: ") + node.name() + " backward, input " + std::to_string(i));
       if (e.leaf) {
-        accumulate_leaf(e.leaf, g);
+        accumulate_leaf(e.leaf, std::move(grad_inputs[i]));
       } else {
         auto it = pending.find(e.id);
         if (it == pending.end()) {

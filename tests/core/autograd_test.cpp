@@ -3,7 +3,9 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/function.h"
 #include "core/tensor.h"
+#include "ops/elementwise.h"
 #include "test_ops.h"
 #include "test_utils.h"
 
@@ -254,4 +256,51 @@ TEST_F(Autograd, ANodeReturningTheWrongGradientShapeIsAClearError) {
   autograd::record(std::make_shared<BadNode>(), {x}, {y});
   EXPECT_ERROR_HAS(y.backward(vec({1.0, 1.0})), "bad_shape backward, input 0",
                    "expected a gradient of float64 cpu [2]", "got float64 cpu [5]");
+}
+
+// A leaf's first gradient is taken without a copy only when nothing else can see it: a gradient
+// that a node hands to two leaves (add's backward returns its dy for both inputs), or one the op
+// still holds, is copied, so that changing one leaf's grad changes nothing else.
+TEST_F(Autograd, LeafGradientsNeverAliasEachOtherOrAnOpsTensors) {
+  Tensor a = vec({1.0, 2.0}).set_requires_grad();
+  Tensor b = vec({3.0, 4.0}).set_requires_grad();
+  ops::sum(ops::add(a, b)).backward();
+  a.grad().fill_(7.0);
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{1.0, 1.0}));
+
+  Tensor kept = vec({5.0, 6.0});
+  Tensor x = vec({0.5, 0.25}).set_requires_grad();
+  Tensor y = autograd::apply_function(
+      "keeps_its_gradient", {x},
+      [](autograd::FunctionContext&, const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{in[0].clone()};
+      },
+      [&](autograd::FunctionContext&, const std::vector<Tensor>&) {
+        return std::vector<Tensor>{kept};
+      })[0];
+  y.backward(vec({1.0, 1.0}));
+  kept.fill_(0.0);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{5.0, 6.0}));
+  x.grad().fill_(-1.0);
+  EXPECT_EQ(kept.to_vector<double>(), (std::vector<double>{0.0, 0.0}));
+}
+
+// ... and when nothing else can see it, the backward's tensor becomes the leaf's grad as it is (no
+// copy: one kernel and one allocation fewer per parameter and step).
+TEST_F(Autograd, AnUnsharedFirstGradientIsStoredWithoutACopy) {
+  const void* made = nullptr;
+  Tensor x = vec({0.5, 0.25}).set_requires_grad();
+  Tensor y = autograd::apply_function(
+      "fresh_gradient", {x},
+      [](autograd::FunctionContext&, const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{in[0].clone()};
+      },
+      [&](autograd::FunctionContext&, const std::vector<Tensor>& dy) {
+        Tensor g = dy[0].clone();
+        made = g.raw_data();
+        return std::vector<Tensor>{g};
+      })[0];
+  y.backward(vec({2.0, 3.0}));
+  EXPECT_EQ(x.grad().raw_data(), made);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2.0, 3.0}));
 }
