@@ -48,7 +48,7 @@ def main():
         for d in ("lib64", "targets/x86_64-linux/lib", "lib"):
             if os.path.isdir(os.path.join(cuda_root, d)):
                 library_dirs.append(os.path.join(cuda_root, d))
-        libraries += ["cudart"]
+        libraries += ["cudart", "nvrtc"]  # nvrtc: the fused block's kernels are compiled at run time
         cudnn = cache.get("TG_CUDNN_LIBRARY")
         if cudnn:
             library_dirs.append(os.path.dirname(cudnn))

@@ -67,7 +67,8 @@ constexpr Tf32Config tf32_config(int cin, int cout, int ks, int nbuf) {
 /// tile's rows (psets sets, summed in shared memory at the end).
 struct BackwardConfig {
   int threads, warps, passes, cs, cpw, kr, upp, units_per_pass, psets, ws, ppad, dyn_floats;
-  int accumulators;  ///< weight-gradient registers per thread
+  int static_floats;  ///< d bias / d scale per channel with several passes
+  int accumulators;   ///< weight-gradient registers per thread
 };
 constexpr int kDirectMaxWgAccumulators = 72;
 constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, int passes) {
@@ -87,7 +88,7 @@ constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, in
     while (psets > 1 && psets * ws > dyn) psets = direct_largest_divisor_at_most(kDirectTileH, psets - 1);
   }
   return BackwardConfig{threads, warps, passes, cs, (cs + warps - 1) / warps, kr, upp, units, psets,
-                        ws, ppad, dyn, passes * upp * 4 * kr * ks};
+                        ws, ppad, dyn, passes > 1 ? 2 * cout : 0, passes * upp * 4 * kr * ks};
 }
 
 /// What the host picks for (Cin, Cout, k) under a shared-memory limit (floats per block): the
@@ -109,7 +110,8 @@ constexpr DirectChoice direct_choice(int cin, int cout, int ks, bool tf32, int l
     if (cout % passes != 0 || (cout / passes) % 8 != 0) continue;
     for (int nbuf = 2; nbuf >= 1 && c.bwd_nbuf == 0; --nbuf) {
       const BackwardConfig b = backward_config(cin, cout, ks, nbuf, passes);
-      if (b.dyn_floats <= limit_floats && b.accumulators <= kDirectMaxWgAccumulators) {
+      if (b.dyn_floats + b.static_floats <= limit_floats &&
+          b.accumulators <= kDirectMaxWgAccumulators) {
         c.bwd_nbuf = nbuf;
         c.bwd_passes = passes;
       }
