@@ -40,8 +40,16 @@ constexpr FmaConfig fma_config(int cin, int cout, int ks, int nbuf) {
   const int slices = direct_largest_divisor_at_most(cout / cpt, 4);
   const int threads = 128 * slices;
   const int ws = cout * cin * ks * ks;
-  return FmaConfig{cpt, slices, cout / (cpt * slices), threads, threads <= 256 ? 2 : 1, ws,
-                   nbuf * direct_tile(cin, ks).xs + ws, (threads / 32) * cpt + 5 * cout};
+  FmaConfig c{};
+  c.cpt = cpt;
+  c.slices = slices;
+  c.passes = cout / (cpt * slices);
+  c.threads = threads;
+  c.min_blocks = threads <= 256 ? 2 : 1;
+  c.ws = ws;
+  c.dyn_floats = nbuf * direct_tile(cin, ks).xs + ws;
+  c.static_floats = (threads / 32) * cpt + 5 * cout;
+  return c;
 }
 
 /// Forward on TF32 tensor cores (mma m16n8k8): 8 warps, one tile row each (4 m-tiles of 16
@@ -55,9 +63,18 @@ constexpr Tf32Config tf32_config(int cin, int cout, int ks, int nbuf) {
   const int ntp = direct_largest_divisor_at_most(nt, 4);
   // B's row pitch: 8 or 24 (mod 32) makes the fragment loads of 4 rows x 8 columns conflict-free.
   const int bpitch = cout + (cout % 16 == 0 ? 8 : 16);
-  return Tf32Config{k,  ksteps,   ksteps * 8, nt, ntp, nt / ntp, bpitch, ksteps <= 16 ? ksteps : 2,
-                    nbuf * direct_tile(cin, ks).xs + ksteps * 8 * bpitch,
-                    8 * ntp * 8 + 5 * cout + ksteps * 8};
+  Tf32Config c{};
+  c.k = k;
+  c.ksteps = ksteps;
+  c.kpad = ksteps * 8;
+  c.nt = nt;
+  c.ntp = ntp;
+  c.passes = nt / ntp;
+  c.bpitch = bpitch;
+  c.unroll = ksteps <= 16 ? ksteps : 2;
+  c.dyn_floats = nbuf * direct_tile(cin, ks).xs + c.kpad * bpitch;
+  c.static_floats = 8 * ntp * 8 + 5 * cout + c.kpad;  // red, per-channel values, k offsets
+  return c;
 }
 
 /// Backward. Cout in `passes` slices of cs channels (dz of one slice in shared memory at a time).
@@ -85,10 +102,25 @@ constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, in
   int psets = 1;
   if (upp == 1) {
     psets = direct_largest_divisor_at_most(kDirectTileH, threads / units);
-    while (psets > 1 && psets * ws > dyn) psets = direct_largest_divisor_at_most(kDirectTileH, psets - 1);
+    while (psets > 1 && psets * ws > dyn)
+      psets = direct_largest_divisor_at_most(kDirectTileH, psets - 1);
   }
-  return BackwardConfig{threads, warps, passes, cs, (cs + warps - 1) / warps, kr, upp, units, psets,
-                        ws, ppad, dyn, passes > 1 ? 2 * cout : 0, passes * upp * 4 * kr * ks};
+  BackwardConfig c{};
+  c.threads = threads;
+  c.warps = warps;
+  c.passes = passes;
+  c.cs = cs;
+  c.cpw = (cs + warps - 1) / warps;
+  c.kr = kr;
+  c.upp = upp;
+  c.units_per_pass = units;
+  c.psets = psets;
+  c.ws = ws;
+  c.ppad = ppad;
+  c.dyn_floats = dyn;
+  c.static_floats = passes > 1 ? 2 * cout : 2;
+  c.accumulators = passes * upp * 4 * kr * ks;
+  return c;
 }
 
 /// What the host picks for (Cin, Cout, k) under a shared-memory limit (floats per block): the

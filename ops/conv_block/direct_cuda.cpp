@@ -45,7 +45,8 @@ int persistent_grid(const void* kernel, int threads, size_t smem, int total_tile
 }
 
 void launch(const void* kernel, int grid, int threads, size_t smem, void** args) {
-  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  TG_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   TG_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(unsigned(grid)), dim3(unsigned(threads)), args, smem,
                                  cuda::stream()));
 }
@@ -64,24 +65,28 @@ std::string conv_block_direct_check(int cin, int cout, int k, bool tf32) {
   const std::string tile = "the input tile (Cin*" + std::to_string(direct_tile(cin, k).ih) + "*" +
                            std::to_string(direct_tile(cin, k).pitch) + " floats)";
   if (c.fwd_nbuf == 0) {
-    const size_t bytes =
-        size_t(tf32 ? tf32_config(cin, cout, k, 1).dyn_floats + tf32_config(cin, cout, k, 1).static_floats
-                    : fma_config(cin, cout, k, 1).dyn_floats + fma_config(cin, cout, k, 1).static_floats) *
-        sizeof(float);
+    const size_t bytes = size_t(tf32 ? tf32_config(cin, cout, k, 1).dyn_floats +
+                                           tf32_config(cin, cout, k, 1).static_floats
+                                     : fma_config(cin, cout, k, 1).dyn_floats +
+                                           fma_config(cin, cout, k, 1).static_floats) *
+                         sizeof(float);
     return std::string(tf32 ? "TF32" : "FP32") + " forward: " + tile + " and the weights (" +
            (tf32 ? std::to_string(tf32_config(cin, cout, k, 1).kpad) + "x" +
                        std::to_string(tf32_config(cin, cout, k, 1).bpitch)
                  : "Cout*Cin*k*k") +
-           " floats) need " + kb(bytes) + " of shared memory, more than the " + kb(limit) + " per block";
+           " floats) need " + kb(bytes) + " of shared memory, more than the " + kb(limit) +
+           " per block";
   }
   if (c.bwd_nbuf == 0) {
     const BackwardConfig one = backward_config(cin, cout, k, 1, 1);
     if (one.accumulators > kDirectMaxWgAccumulators)
       return "backward: " + std::to_string(one.units_per_pass) + " weight-gradient units of " +
              std::to_string(4 * one.kr * k) + " accumulators over " + std::to_string(one.threads) +
-             " threads exceed " + std::to_string(kDirectMaxWgAccumulators) + " registers per thread";
-    return "backward: " + tile + " and dz (513 floats per channel, of Cout or a slice of it) exceed the " +
-           kb(limit) + " of shared memory per block in every split that the registers allow";
+             " threads exceed " + std::to_string(kDirectMaxWgAccumulators) +
+             " registers per thread";
+    return "backward: " + tile +
+           " and dz (513 floats per channel, of Cout or a slice of it) exceed the " + kb(limit) +
+           " of shared memory per block in every split that the registers allow";
   }
   return "";
 }
@@ -126,7 +131,8 @@ void conv_block_forward_cuda(const ConvBlockForwardArgs& a) {
   const size_t smem = size_t(a.tf32 ? tf32_config(a.cin, a.cout, a.k, nbuf).dyn_floats
                                     : fma_config(a.cin, a.cout, a.k, nbuf).dyn_floats) *
                       sizeof(float);
-  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  TG_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int grid = persistent_grid(kernel, threads, smem, total);
   const float *x = a.x, *w = a.weight, *cb = a.conv_bias, *b = a.bias, *s = a.scale;
   float* z = a.z;
@@ -152,8 +158,8 @@ void conv_block_backward_cuda(const ConvBlockBackwardArgs& a) {
               *gout = a.gout;
   float dy_scale = a.dy_scale;
   float *dz = a.dz, *dw = a.dw_part, *db = a.dbias_part, *ds = a.dscale_part;
-  void* args[] = {&x,     &z,    &other, &mean, &rstd,     &A,  &B,  &bias, &scale,
-                  &gamma, &beta, &gout,  &dy_scale, &sh, &dz, &dw, &db,   &ds};
+  void* args[] = {&x,     &z,    &other, &mean,     &rstd, &A,  &B,  &bias, &scale,
+                  &gamma, &beta, &gout,  &dy_scale, &sh,   &dz, &dw, &db,   &ds};
   launch(kernel, grid, c.threads, smem, args);
   conv_block_backward_finalize_cuda(a, grid, c.ws);
 }

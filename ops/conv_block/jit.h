@@ -5,8 +5,8 @@
 // Disk cache: $TG_KERNEL_CACHE, else $XDG_CACHE_HOME/tapegrad/kernels, else
 // ~/.cache/tapegrad/kernels. A file's name is a hash of the sources, the options, the kernel, the
 // architecture and NVRTC's version; its content carries a checksum. Files are written atomically
-// (temporary file + rename); a file that does not read back intact is compiled again and replaced; a
-// directory that cannot be written just means compiling in memory.
+// (temporary file + rename); a file that does not read back intact is compiled again and replaced;
+// a directory that cannot be written just means compiling in memory.
 #pragma once
 
 #include <string>

@@ -1,8 +1,9 @@
-// NVRTC compilation of the direct kernels, the disk cache of their cubins, and their loading with the
-// CUDA runtime's library API (cudaLibraryLoadData: no link against the driver library, so a build
-// with CUDA still starts on a machine without a driver).
+// NVRTC compilation of the direct kernels, the disk cache of their cubins, and their loading with
+// the CUDA runtime's library API (cudaLibraryLoadData: no link against the driver library, so a
+// build with CUDA still starts on a machine without a driver).
 #include <cuda_runtime.h>
 #include <nvrtc.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -24,10 +25,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define TG_NVRTC_CHECK(expr)                                                           \
-  do {                                                                                 \
-    nvrtcResult tg_rc_ = (expr);                                                       \
-    if (tg_rc_ != NVRTC_SUCCESS) TG_THROW("NVRTC error in ", #expr, ": ", nvrtcGetErrorString(tg_rc_)); \
+#define TG_NVRTC_CHECK(expr)                                                 \
+  do {                                                                       \
+    nvrtcResult tg_rc_ = (expr);                                             \
+    if (tg_rc_ != NVRTC_SUCCESS)                                             \
+      TG_THROW("NVRTC error in ", #expr, ": ", nvrtcGetErrorString(tg_rc_)); \
   } while (0)
 
 uint64_t fnv1a(const std::string& s, uint64_t h = 14695981039346656037ull) {
@@ -53,7 +55,8 @@ std::vector<std::string> options(int arch) {
 std::string cache_key(const std::string& expr, int arch) {
   int major = 0, minor = 0;
   TG_NVRTC_CHECK(nvrtcVersion(&major, &minor));
-  std::string all = "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + "\n" + expr + "\n";
+  std::string all =
+      "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + "\n" + expr + "\n";
   for (const std::string& o : options(arch)) all += o + "\n";
   for (int i = 0; i < kDirectKernelSourcesCount; ++i)
     all += std::string(kDirectKernelSources[i].name) + "\n" + kDirectKernelSources[i].text + "\n";
@@ -86,14 +89,16 @@ bool read_cache(const std::string& path, const std::string& key, JitCubin& out) 
 // Writes atomically; false (and nothing left behind) when the directory is not writable.
 bool write_cache(const std::string& path, const std::string& key, const JitCubin& c) {
   std::ostringstream tmp_name;
-  tmp_name << path << ".tmp." << std::hash<std::thread::id>{}(std::this_thread::get_id()) << "."
-           << reinterpret_cast<uintptr_t>(&c);
+  tmp_name << path << ".tmp." << ::getpid() << "."
+           << std::hash<std::thread::id>{}(std::this_thread::get_id());
   const std::string tmp = tmp_name.str();
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) return false;
-    f << kMagic << "\n" << key << "\n" << c.lowered_name << "\n" << c.cubin.size() << " "
-      << hex64(fnv1a(c.cubin, fnv1a(c.lowered_name))) << "\n";
+    f << kMagic << "\n"
+      << key << "\n"
+      << c.lowered_name << "\n"
+      << c.cubin.size() << " " << hex64(fnv1a(c.cubin, fnv1a(c.lowered_name))) << "\n";
     f.write(c.cubin.data(), std::streamsize(c.cubin.size()));
     f.close();
     if (!f) {
@@ -115,8 +120,9 @@ JitCubin compile(const std::string& expr, int arch) {
     header_texts.push_back(kDirectKernelSources[i].text);
     header_names.push_back(kDirectKernelSources[i].name);
   }
-  TG_NVRTC_CHECK(nvrtcCreateProgram(&prog, kDirectKernelSources[0].text, kDirectKernelSources[0].name,
-                                    int(header_texts.size()), header_texts.data(), header_names.data()));
+  TG_NVRTC_CHECK(nvrtcCreateProgram(&prog, kDirectKernelSources[0].text,
+                                    kDirectKernelSources[0].name, int(header_texts.size()),
+                                    header_texts.data(), header_names.data()));
   struct Destroy {
     nvrtcProgram* p;
     ~Destroy() { nvrtcDestroyProgram(p); }
@@ -197,7 +203,8 @@ const void* jit_kernel(const std::string& expr) {
   auto found = kernels.find(key);
   if (found != kernels.end()) return reinterpret_cast<const void*>(found->second);
   cudaLibrary_t lib;  // kept for the process: its kernels are cached here
-  TG_CUDA_CHECK(cudaLibraryLoadData(&lib, c.cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
+  TG_CUDA_CHECK(
+      cudaLibraryLoadData(&lib, c.cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
   cudaKernel_t k;
   TG_CUDA_CHECK(cudaLibraryGetKernel(&k, lib, c.lowered_name.c_str()));
   kernels.emplace(key, k);

@@ -1,5 +1,5 @@
-// The runtime compilation of the fused block's direct kernels (ops/conv_block/jit.h) and the check of
-// which (Cin, Cout, k) they handle. NVRTC needs no GPU: these run in every CUDA build.
+// The runtime compilation of the fused block's direct kernels (ops/conv_block/jit.h) and the check
+// of which (Cin, Cout, k) they handle. NVRTC needs no GPU: these run in every CUDA build.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -53,7 +53,8 @@ TEST(ConvBlockJit, CompilesForSm90AndCachesOnDisk) {
   const auto a = jit_compile(fwd, 90);
   EXPECT_FALSE(a.from_disk);
   EXPECT_GT(a.cubin.size(), 1000u);
-  EXPECT_EQ(a.cubin.substr(0, 4), std::string("\x7f" "ELF"));  // a cubin is an ELF image
+  EXPECT_EQ(a.cubin.substr(0, 4), std::string("\x7f"
+                                              "ELF"));  // a cubin is an ELF image
   EXPECT_CONTAINS(a.lowered_name, "forward_fma_kernel");
   ASSERT_FALSE(a.cache_file.empty());
   EXPECT_EQ(a.cache_file.rfind(tmp.file("kernels"), 0), 0u) << a.cache_file;
@@ -109,11 +110,11 @@ TEST(ConvBlockJit, CompileErrorCarriesNvrtcLog) {
 // The coverage: what the direct kernels handle, and why not otherwise.
 TEST(ConvBlockJit, DirectCheckNamesTheReason) {
   for (bool tf32 : {false, true}) {
-    for (auto [cin, cout, k] : {std::make_tuple(8, 32, 3), std::make_tuple(3, 16, 3),
-                                std::make_tuple(1, 8, 1), std::make_tuple(3, 32, 7),
-                                std::make_tuple(4, 32, 5), std::make_tuple(8, 16, 1),
-                                std::make_tuple(16, 32, 3), std::make_tuple(8, 64, 3),
-                                std::make_tuple(5, 24, 3), std::make_tuple(2, 40, 7)})
+    for (auto [cin, cout, k] :
+         {std::make_tuple(8, 32, 3), std::make_tuple(3, 16, 3), std::make_tuple(1, 8, 1),
+          std::make_tuple(3, 32, 7), std::make_tuple(4, 32, 5), std::make_tuple(8, 16, 1),
+          std::make_tuple(16, 32, 3), std::make_tuple(8, 64, 3), std::make_tuple(5, 24, 3),
+          std::make_tuple(2, 40, 7)})
       EXPECT_EQ(conv_block_direct_check(cin, cout, k, tf32), "")
           << cin << " -> " << cout << ", k " << k << (tf32 ? " tf32" : " fp32");
     EXPECT_CONTAINS(conv_block_direct_check(65, 32, 3, tf32), "Cin 65 is outside 1..64");
