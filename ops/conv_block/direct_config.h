@@ -137,9 +137,9 @@ constexpr DirectChoice direct_choice(int cin, int cout, int ks, bool tf32, int l
                                 fma_config(cin, cout, ks, nbuf).static_floats;
     if (need <= limit_floats) c.fwd_nbuf = nbuf;
   }
-  // The fewest passes (slices of a multiple of 8 channels), double-buffered if that fits.
-  for (int passes = 1; passes <= cout / 8 && c.bwd_nbuf == 0; ++passes) {
-    if (cout % passes != 0 || (cout / passes) % 8 != 0) continue;
+  // The fewest passes (even slices of a multiple of 4 channels), double-buffered if that fits.
+  for (int passes = 1; passes <= cout / 4 && c.bwd_nbuf == 0; ++passes) {
+    if (cout % passes != 0 || (cout / passes) % 4 != 0) continue;
     for (int nbuf = 2; nbuf >= 1 && c.bwd_nbuf == 0; --nbuf) {
       const BackwardConfig b = backward_config(cin, cout, ks, nbuf, passes);
       if (b.dyn_floats + b.static_floats <= limit_floats &&
