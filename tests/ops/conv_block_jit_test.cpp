@@ -114,7 +114,8 @@ TEST(ConvBlockJit, DirectCheckNamesTheReason) {
          {std::make_tuple(8, 32, 3), std::make_tuple(3, 16, 3), std::make_tuple(1, 8, 1),
           std::make_tuple(3, 32, 7), std::make_tuple(4, 32, 5), std::make_tuple(8, 16, 1),
           std::make_tuple(16, 32, 3), std::make_tuple(8, 64, 3), std::make_tuple(5, 24, 3),
-          std::make_tuple(2, 40, 7)})
+          std::make_tuple(2, 40, 7), std::make_tuple(64, 128, 1), std::make_tuple(32, 64, 3),
+          std::make_tuple(3, 120, 3), std::make_tuple(4, 128, 7)})
       EXPECT_EQ(conv_block_direct_check(cin, cout, k, tf32), "")
           << cin << " -> " << cout << ", k " << k << (tf32 ? " tf32" : " fp32");
     EXPECT_CONTAINS(conv_block_direct_check(65, 32, 3, tf32), "Cin 65 is outside 1..64");
@@ -122,6 +123,9 @@ TEST(ConvBlockJit, DirectCheckNamesTheReason) {
     EXPECT_CONTAINS(conv_block_direct_check(8, 136, 3, tf32), "Cout 136");
     EXPECT_CONTAINS(conv_block_direct_check(8, 32, 9, tf32), "k 9 is outside 1..7");
     EXPECT_CONTAINS(conv_block_direct_check(64, 128, 7, tf32), "shared memory");
+    // The forward fits; the backward's weight gradient (1120 units over 512 threads) would need 84
+    // accumulators per thread.
+    EXPECT_CONTAINS(conv_block_direct_check(5, 128, 7, tf32), "exceed 72 registers per thread");
   }
 }
 
