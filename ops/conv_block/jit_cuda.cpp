@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -186,29 +187,40 @@ JitCubin jit_compile(const std::string& expr, int arch) {
 
 const void* jit_kernel(const std::string& expr) {
   static std::mutex mu;
-  static std::map<std::tuple<int, std::string>, cudaKernel_t> kernels;
+  static std::map<std::tuple<int, std::string>, std::shared_future<cudaKernel_t>> kernels;
   int device = 0;
   TG_CUDA_CHECK(cudaGetDevice(&device));
   const auto key = std::make_tuple(device, expr);
+  std::promise<cudaKernel_t> promise;
+  std::shared_future<cudaKernel_t> pending;
   {
     std::lock_guard<std::mutex> lock(mu);
     auto found = kernels.find(key);
-    if (found != kernels.end()) return reinterpret_cast<const void*>(found->second);
+    if (found != kernels.end()) {
+      pending = found->second;
+    } else {
+      kernels.emplace(key, promise.get_future().share());
+    }
   }
-  // Compiled outside the lock: threads may compile different kernels at once (a second thread
-  // asking for the same one compiles it again, and the first to finish is kept).
-  const cudaDeviceProp& p = cuda::device_properties();
-  const JitCubin c = jit_compile(expr, p.major * 10 + p.minor);
-  std::lock_guard<std::mutex> lock(mu);
-  auto found = kernels.find(key);
-  if (found != kernels.end()) return reinterpret_cast<const void*>(found->second);
-  cudaLibrary_t lib;  // kept for the process: its kernels are cached here
-  TG_CUDA_CHECK(
-      cudaLibraryLoadData(&lib, c.cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
-  cudaKernel_t k;
-  TG_CUDA_CHECK(cudaLibraryGetKernel(&k, lib, c.lowered_name.c_str()));
-  kernels.emplace(key, k);
-  return reinterpret_cast<const void*>(k);
+  // Loaded, or being compiled by another thread: wait for that one (outside the lock).
+  if (pending.valid()) return reinterpret_cast<const void*>(pending.get());
+  // Compiled outside the lock: threads may compile different kernels at once.
+  try {
+    const cudaDeviceProp& p = cuda::device_properties();
+    const JitCubin c = jit_compile(expr, p.major * 10 + p.minor);
+    cudaLibrary_t lib;  // kept for the process: its kernels are cached here
+    TG_CUDA_CHECK(
+        cudaLibraryLoadData(&lib, c.cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
+    cudaKernel_t k;
+    TG_CUDA_CHECK(cudaLibraryGetKernel(&k, lib, c.lowered_name.c_str()));
+    promise.set_value(k);
+    return reinterpret_cast<const void*>(k);
+  } catch (...) {
+    promise.set_exception(std::current_exception());  // the waiting threads see the error too
+    std::lock_guard<std::mutex> lock(mu);
+    kernels.erase(key);  // a later call tries again
+    throw;
+  }
 }
 
 }  // namespace tg::ops::detail
