@@ -18,6 +18,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../../core/cuda_context.h"
 #include "../../core/cuda_utils.h"
 #include "jit.h"
 
@@ -188,9 +189,8 @@ JitCubin jit_compile(const std::string& expr, int arch) {
 const void* jit_kernel(const std::string& expr) {
   static std::mutex mu;
   static std::map<std::tuple<int, std::string>, std::shared_future<cudaKernel_t>> kernels;
-  int device = 0;
-  TG_CUDA_CHECK(cudaGetDevice(&device));
-  const auto key = std::make_tuple(device, expr);
+  // tapegrad's current device, the one device_properties() describes (its architecture).
+  const auto key = std::make_tuple(cuda::current_device(), expr);
   std::promise<cudaKernel_t> promise;
   std::shared_future<cudaKernel_t> pending;
   {
