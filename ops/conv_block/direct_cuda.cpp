@@ -16,11 +16,24 @@ size_t shared_limit() {
   return cuda::is_available() ? cuda::device_properties().sharedMemPerBlockOptin : 232448;
 }
 
-std::string instance(const char* kernel, int cin, int cout, int k, const char* extra = nullptr) {
-  std::string s = std::string("tg::ops::detail::") + kernel + "<" + std::to_string(cin) + ", " +
-                  std::to_string(cout) + ", " + std::to_string(k);
-  if (extra) s += std::string(", ") + extra;
-  return s + ">";
+DirectChoice choice(int cin, int cout, int k, bool tf32) {
+  return direct_choice(cin, cout, k, tf32, int(shared_limit() / sizeof(float)));
+}
+
+// "tg::ops::detail::<kernel><cin, cout, k, rest>"
+std::string instance(const char* kernel, int cin, int cout, int k, const std::string& rest) {
+  return std::string("tg::ops::detail::") + kernel + "<" + std::to_string(cin) + ", " +
+         std::to_string(cout) + ", " + std::to_string(k) + ", " + rest + ">";
+}
+std::string forward_instance(int cin, int cout, int k, bool tf32) {
+  return instance(tf32 ? "forward_tf32_kernel" : "forward_fma_kernel", cin, cout, k,
+                  std::to_string(choice(cin, cout, k, tf32).fwd_nbuf));
+}
+std::string backward_instance(int cin, int cout, int k, bool loss) {
+  const DirectChoice c = choice(cin, cout, k, false);
+  return instance("backward_kernel", cin, cout, k,
+                  std::to_string(c.bwd_nbuf) + ", " + std::to_string(c.bwd_passes) + ", " +
+                      (loss ? "true" : "false"));
 }
 
 int persistent_grid(const void* kernel, int threads, size_t smem, int total_tiles) {
@@ -31,8 +44,12 @@ int persistent_grid(const void* kernel, int threads, size_t smem, int total_tile
   return grid < total_tiles ? grid : total_tiles;
 }
 
+void allow_shared(const void* kernel, size_t smem) {
+  TG_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+}
+
 void launch(const void* kernel, int grid, int threads, size_t smem, void** args) {
-  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   TG_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(unsigned(grid)), dim3(unsigned(threads)), args, smem,
                                  cuda::stream()));
 }
@@ -47,37 +64,40 @@ std::string conv_block_direct_check(int cin, int cout, int k, bool tf32) {
     return "Cout " + std::to_string(cout) + " is not a multiple of 8 in 8..128";
   if (k < 1 || k > 7) return "k " + std::to_string(k) + " is outside 1..7";
   const size_t limit = shared_limit();
-  const DirectTile tile = direct_tile(cin, k);
-  const std::string tiles = "2 input tiles of Cin*(8+k-1)*" + std::to_string(tile.pitch) + " floats";
-  if (tf32) {
-    const Tf32Config c = tf32_config(cin, cout, k);
-    const size_t bytes = (size_t(c.dyn_floats) + 8 * c.ntp * 8 + 5 * cout + c.kpad) * 4;
-    if (bytes > limit)
-      return "TF32 forward: " + tiles + " and the weights (" + std::to_string(c.kpad) + " x " +
-             std::to_string(c.bpitch) + " floats) need " + kb(bytes) + " of shared memory, more than " +
-             kb(limit);
-  } else {
-    const FmaConfig c = fma_config(cin, cout, k);
-    const size_t bytes = (size_t(c.dyn_floats) + (c.threads / 32) * c.cpt + 5 * cout) * 4;
-    if (bytes > limit)
-      return "FMA forward: " + tiles + " and the weights (Cout*Cin*k*k floats) need " + kb(bytes) +
-             " of shared memory, more than " + kb(limit);
+  const DirectChoice c = direct_choice(cin, cout, k, tf32, int(limit / sizeof(float)));
+  const std::string tile = "the input tile (Cin*" + std::to_string(direct_tile(cin, k).ih) + "*" +
+                           std::to_string(direct_tile(cin, k).pitch) + " floats)";
+  if (c.fwd_nbuf == 0) {
+    const size_t bytes = size_t(tf32 ? tf32_config(cin, cout, k, 1).dyn_floats +
+                                           tf32_config(cin, cout, k, 1).static_floats
+                                     : fma_config(cin, cout, k, 1).dyn_floats +
+                                           fma_config(cin, cout, k, 1).static_floats) *
+                         sizeof(float);
+    return std::string(tf32 ? "TF32" : "FP32") + " forward: " + tile + " and the weights (" +
+           (tf32 ? std::to_string(tf32_config(cin, cout, k, 1).kpad) + "x" +
+                       std::to_string(tf32_config(cin, cout, k, 1).bpitch)
+                 : "Cout*Cin*k*k") +
+           " floats) need " + kb(bytes) + " of shared memory, more than the " + kb(limit) +
+           " per block";
   }
-  const BackwardConfig b = backward_config(cin, cout, k);
-  if (size_t(b.dyn_floats) * 4 > limit)
-    return "backward: " + tiles + " and dz (Cout*513 floats) need " + kb(size_t(b.dyn_floats) * 4) +
-           " of shared memory, more than " + kb(limit);
-  if (b.upt * 4 * b.kr * k > kDirectMaxWgAccumulators)
-    return "backward: " + std::to_string(b.units) + " weight-gradient units of " +
-           std::to_string(4 * b.kr * k) + " accumulators over " + std::to_string(b.threads) +
-           " threads exceed " + std::to_string(kDirectMaxWgAccumulators) + " registers per thread";
+  if (c.bwd_nbuf == 0) {
+    const BackwardConfig one = backward_config(cin, cout, k, 1, 1);
+    if (one.accumulators > kDirectMaxWgAccumulators)
+      return "backward: " + std::to_string(one.units_per_pass) + " weight-gradient units of " +
+             std::to_string(4 * one.kr * k) + " accumulators over " + std::to_string(one.threads) +
+             " threads exceed " + std::to_string(kDirectMaxWgAccumulators) +
+             " registers per thread";
+    return "backward: " + tile +
+           " and dz (513 floats per channel, of Cout or a slice of it) exceed the " + kb(limit) +
+           " of shared memory per block in every split that the registers allow";
+  }
   return "";
 }
 
 void conv_block_direct_prepare(int cin, int cout, int k, bool tf32) {
-  jit_kernel(instance(tf32 ? "forward_tf32_kernel" : "forward_fma_kernel", cin, cout, k));
-  jit_kernel(instance("backward_kernel", cin, cout, k, "true"));
-  jit_kernel(instance("backward_kernel", cin, cout, k, "false"));
+  jit_kernel(forward_instance(cin, cout, k, tf32));
+  jit_kernel(backward_instance(cin, cout, k, true));
+  jit_kernel(backward_instance(cin, cout, k, false));
 }
 
 ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G) {
@@ -108,20 +128,13 @@ void conv_block_forward_cuda(const ConvBlockForwardArgs& a) {
            a.k, ": ", why);
   ConvBlockShape sh = a.shape;
   const int total = sh.N * sh.tiles_y * sh.tiles_x;
-  const void* kernel;
-  int threads;
-  size_t smem;
-  if (a.tf32) {
-    kernel = jit_kernel(instance("forward_tf32_kernel", a.cin, a.cout, a.k));
-    threads = 256;
-    smem = size_t(tf32_config(a.cin, a.cout, a.k).dyn_floats) * sizeof(float);
-  } else {
-    const FmaConfig c = fma_config(a.cin, a.cout, a.k);
-    kernel = jit_kernel(instance("forward_fma_kernel", a.cin, a.cout, a.k));
-    threads = c.threads;
-    smem = size_t(c.dyn_floats) * sizeof(float);
-  }
-  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const int nbuf = choice(a.cin, a.cout, a.k, a.tf32).fwd_nbuf;
+  const void* kernel = jit_kernel(forward_instance(a.cin, a.cout, a.k, a.tf32));
+  const int threads = a.tf32 ? 256 : fma_config(a.cin, a.cout, a.k, nbuf).threads;
+  const size_t smem = size_t(a.tf32 ? tf32_config(a.cin, a.cout, a.k, nbuf).dyn_floats
+                                    : fma_config(a.cin, a.cout, a.k, nbuf).dyn_floats) *
+                      sizeof(float);
+  allow_shared(kernel, smem);  // before the occupancy query, which counts it
   const int grid = persistent_grid(kernel, threads, smem, total);
   const float *x = a.x, *w = a.weight, *cb = a.conv_bias, *b = a.bias, *s = a.scale;
   float* z = a.z;
@@ -136,9 +149,9 @@ void conv_block_backward_cuda(const ConvBlockBackwardArgs& a) {
   const std::string why = conv_block_direct_check(a.cin, a.cout, a.k, false);
   TG_CHECK(why.empty(), "conv_block: no direct backward kernel for Cin ", a.cin, ", Cout ", a.cout,
            ", k ", a.k, ": ", why);
-  const BackwardConfig c = backward_config(a.cin, a.cout, a.k);
-  const void* kernel =
-      jit_kernel(instance("backward_kernel", a.cin, a.cout, a.k, a.loss_target ? "true" : "false"));
+  const DirectChoice ch = choice(a.cin, a.cout, a.k, false);
+  const BackwardConfig c = backward_config(a.cin, a.cout, a.k, ch.bwd_nbuf, ch.bwd_passes);
+  const void* kernel = jit_kernel(backward_instance(a.cin, a.cout, a.k, a.loss_target));
   const size_t smem = size_t(c.dyn_floats) * sizeof(float);
   ConvBlockShape sh = a.shape;
   const int grid = conv_block_backward_grid(sh, a.cout);
@@ -147,8 +160,9 @@ void conv_block_backward_cuda(const ConvBlockBackwardArgs& a) {
               *gout = a.gout;
   float dy_scale = a.dy_scale;
   float *dz = a.dz, *dw = a.dw_part, *db = a.dbias_part, *ds = a.dscale_part;
-  void* args[] = {&x,     &z,    &other, &mean, &rstd,     &A,  &B,  &bias, &scale,
-                  &gamma, &beta, &gout,  &dy_scale, &sh, &dz, &dw, &db,   &ds};
+  void* args[] = {&x,     &z,    &other, &mean,     &rstd, &A,  &B,  &bias, &scale,
+                  &gamma, &beta, &gout,  &dy_scale, &sh,   &dz, &dw, &db,   &ds};
+  allow_shared(kernel, smem);
   launch(kernel, grid, c.threads, smem, args);
   conv_block_backward_finalize_cuda(a, grid, c.ws);
 }

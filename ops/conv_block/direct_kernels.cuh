@@ -25,10 +25,10 @@ namespace tg::ops::detail {
 
 using cuda::warp_sum;
 
-// The input tile's constants for a kernel of THREADS threads.
-template <int CIN, int KS, int THREADS_>
+// The input tile's constants for a kernel of THREADS threads with NBUF tile buffers.
+template <int CIN, int KS, int THREADS_, int NBUF_>
 struct TileK {
-  static constexpr int THREADS = THREADS_, WARPS = THREADS / 32;
+  static constexpr int THREADS = THREADS_, WARPS = THREADS / 32, NBUF = NBUF_;
   static constexpr int TH = kDirectTileH, TW = kDirectTileW, TP = TH * TW;
   static constexpr int IH = direct_tile(CIN, KS).ih, IW = direct_tile(CIN, KS).iw;
   static constexpr int PITCH = direct_tile(CIN, KS).pitch, XS = direct_tile(CIN, KS).xs;
@@ -55,8 +55,9 @@ struct TileCoord {
   int n, oy0, ox0, tile_in_image;
 };
 
-// Persistent CTAs walk the tiles blockIdx.x, blockIdx.x + gridDim.x, ...; the input tile of the next
-// one is copied (cp.async) into the other of two shared-memory buffers while this one is computed.
+// Persistent CTAs walk the tiles blockIdx.x, blockIdx.x + gridDim.x, ...; with two buffers the input
+// tile of the next one is copied (cp.async) into the other buffer while this one is computed; with
+// one, prefetch_next() copies the current tile (the buffer is free once the previous tile is done).
 //   pipe.start();  for (tile...; ++it) { xs = pipe.advance(tile, it); ... __syncthreads(); }
 // (or prefetch_next() early and wait_current() later, to overlap more work with the copy).
 template <int CIN, class C>
@@ -79,23 +80,27 @@ struct TilePipeline {
     t.ox0 = (t.tile_in_image % sh.tiles_x) * C::TW;
     return t;
   }
-  __device__ float* buffer(int it) const { return xbuf + (it & 1) * C::XS; }
+  __device__ float* buffer(int it) const { return C::NBUF == 2 ? xbuf + (it & 1) * C::XS : xbuf; }
   __device__ void issue(int tile, int it) const {
     const TileCoord tc = coord(tile);
     issue_x_tile<CIN, C>(buffer(it), x + size_t(tc.n) * CIN * sh.H * sh.W, sh.H, sh.W, tc.oy0,
                          tc.ox0);
   }
   __device__ void start() const {
-    if (int(blockIdx.x) < total) issue(blockIdx.x, 0);
+    if (C::NBUF == 2 && int(blockIdx.x) < total) issue(blockIdx.x, 0);
   }
   __device__ bool has_next(int tile) const { return tile + int(gridDim.x) < total; }
-  // Call only when every thread is done with buffer(it + 1) (the previous tile's).
+  // Call only when every thread is done with the previous tile.
   __device__ void prefetch_next(int tile, int it) const {
-    if (has_next(tile)) issue(tile + gridDim.x, it + 1);
+    if (C::NBUF == 1) {
+      issue(tile, it);
+    } else if (has_next(tile)) {
+      issue(tile + gridDim.x, it + 1);
+    }
   }
   // This thread's copies of the current tile have landed (a barrier makes them everyone's).
   __device__ void wait_current(int tile) const {
-    if (has_next(tile)) {
+    if (C::NBUF == 2 && has_next(tile)) {
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -132,25 +137,26 @@ __device__ __forceinline__ void write_tile_group_stats(const float* cmean, const
 }
 
 // ---- forward on FP32 FMAs ----------------------------------------------------------------------
-template <int CIN, int COUT, int KS>
-struct FmaK : TileK<CIN, KS, fma_config(CIN, COUT, KS).threads> {
-  static constexpr int CPT = fma_config(CIN, COUT, KS).cpt, PX = 4;
-  static constexpr int SLICES = fma_config(CIN, COUT, KS).slices;
-  static constexpr int PASSES = fma_config(CIN, COUT, KS).passes;
-  static constexpr int MIN_BLOCKS = fma_config(CIN, COUT, KS).min_blocks;
-  static constexpr int WS = fma_config(CIN, COUT, KS).ws;
+template <int CIN, int COUT, int KS, int NBUF>
+struct FmaK : TileK<CIN, KS, fma_config(CIN, COUT, KS, NBUF).threads, NBUF> {
+  static constexpr int CPT = fma_config(CIN, COUT, KS, NBUF).cpt, PX = 4;
+  static constexpr int SLICES = fma_config(CIN, COUT, KS, NBUF).slices;
+  static constexpr int PASSES = fma_config(CIN, COUT, KS, NBUF).passes;
+  static constexpr int MIN_BLOCKS = fma_config(CIN, COUT, KS, NBUF).min_blocks;
+  static constexpr int WS = fma_config(CIN, COUT, KS, NBUF).ws;
 };
 
-template <int CIN, int COUT, int KS>
-__global__ void __launch_bounds__(FmaK<CIN, COUT, KS>::THREADS, FmaK<CIN, COUT, KS>::MIN_BLOCKS)
+template <int CIN, int COUT, int KS, int NBUF>
+__global__ void __launch_bounds__(FmaK<CIN, COUT, KS, NBUF>::THREADS,
+                                  FmaK<CIN, COUT, KS, NBUF>::MIN_BLOCKS)
     forward_fma_kernel(const float* __restrict__ x, const float* __restrict__ w,
                        const float* __restrict__ conv_bias, const float* __restrict__ bias,
                        const float* __restrict__ scale, ConvBlockShape sh, float* __restrict__ z,
                        float4* __restrict__ tile_stats) {
-  using C = FmaK<CIN, COUT, KS>;
+  using C = FmaK<CIN, COUT, KS, NBUF>;
   extern __shared__ __align__(16) float fsmem[];
-  float* xbuf = fsmem;               // two input tiles, [2][CIN][IH][PITCH]
-  float* ws = fsmem + 2 * C::XS;     // weights [ci][kh][kw][co]
+  float* xbuf = fsmem;                  // input tiles, [NBUF][CIN][IH][PITCH]
+  float* ws = fsmem + NBUF * C::XS;     // weights [ci][kh][kw][co]
   __shared__ float red[C::WARPS][C::CPT];
   __shared__ float cmean[COUT], cm2[COUT];
   __shared__ float pbias[COUT], pscale[COUT], pcb[COUT];
@@ -287,26 +293,25 @@ __global__ void __launch_bounds__(FmaK<CIN, COUT, KS>::THREADS, FmaK<CIN, COUT, 
 // of 8, NTP per pass), K = Cin*k*k (k-steps of 8, zero-padded). A comes from the input tile in shared
 // memory (each lane reads its four elements at precomputed offsets), B from the weights staged once
 // per CTA as [k][co].
-template <int CIN, int COUT, int KS>
-struct Tf32K : TileK<CIN, KS, 256> {
-  static constexpr int K = tf32_config(CIN, COUT, KS).k, KSTEPS = tf32_config(CIN, COUT, KS).ksteps;
-  static constexpr int KPAD = tf32_config(CIN, COUT, KS).kpad;
-  static constexpr int NTP = tf32_config(CIN, COUT, KS).ntp, PASSES = tf32_config(CIN, COUT, KS).passes;
-  static constexpr int MT = kDirectTileW / 16, BPITCH = tf32_config(CIN, COUT, KS).bpitch;
-  static constexpr int UNROLL = tf32_config(CIN, COUT, KS).unroll;
+template <int CIN, int COUT, int KS, int NBUF>
+struct Tf32K : TileK<CIN, KS, 256, NBUF> {
+  static constexpr Tf32Config CFG = tf32_config(CIN, COUT, KS, NBUF);
+  static constexpr int K = CFG.k, KSTEPS = CFG.ksteps, KPAD = CFG.kpad;
+  static constexpr int NTP = CFG.ntp, PASSES = CFG.passes;
+  static constexpr int MT = kDirectTileW / 16, BPITCH = CFG.bpitch, UNROLL = CFG.unroll;
   static_assert(kDirectTileH == 8, "one tile row per warp");
 };
 
-template <int CIN, int COUT, int KS>
+template <int CIN, int COUT, int KS, int NBUF>
 __global__ void __launch_bounds__(256, 2)
     forward_tf32_kernel(const float* __restrict__ x, const float* __restrict__ w,
                         const float* __restrict__ conv_bias, const float* __restrict__ bias,
                         const float* __restrict__ scale, ConvBlockShape sh, float* __restrict__ z,
                         float4* __restrict__ tile_stats) {
-  using C = Tf32K<CIN, COUT, KS>;
+  using C = Tf32K<CIN, COUT, KS, NBUF>;
   extern __shared__ __align__(16) float fsmem[];
-  float* xbuf = fsmem;                                            // two input tiles
-  uint32_t* bs = reinterpret_cast<uint32_t*>(fsmem + 2 * C::XS);  // [KPAD][BPITCH], tf32 bits
+  float* xbuf = fsmem;                                               // input tiles
+  uint32_t* bs = reinterpret_cast<uint32_t*>(fsmem + NBUF * C::XS);  // [KPAD][BPITCH], tf32 bits
   __shared__ float red[C::WARPS][C::NTP * 8];
   __shared__ float cmean[COUT], cm2[COUT];
   __shared__ float pbias[COUT], pscale[COUT], pcb[COUT];
@@ -438,21 +443,24 @@ __global__ void __launch_bounds__(256, 2)
 }
 
 // ---- backward: dz per tile, per-channel d bias / d scale, weight gradient -------------------------
-template <int CIN, int COUT, int KS>
-struct BwdK : TileK<CIN, KS, backward_config(CIN, COUT, KS).threads> {
-  static constexpr int CPW = backward_config(CIN, COUT, KS).cpw;
-  static constexpr int KR = backward_config(CIN, COUT, KS).kr, NKG = KS / KR;
-  static constexpr int UNITS = backward_config(CIN, COUT, KS).units;
-  static constexpr int UPT = backward_config(CIN, COUT, KS).upt;
-  static constexpr int PSETS = backward_config(CIN, COUT, KS).psets;
+template <int CIN, int COUT, int KS, int NBUF, int PASSES>
+struct BwdK : TileK<CIN, KS, backward_config(CIN, COUT, KS, NBUF, PASSES).threads, NBUF> {
+  static constexpr BackwardConfig CFG = backward_config(CIN, COUT, KS, NBUF, PASSES);
+  static constexpr int CS = CFG.cs, CPW = CFG.cpw, KR = CFG.kr;
+  static constexpr int UPP = CFG.upp, UNITS = CFG.units_per_pass, PSETS = CFG.psets;
   static constexpr int ROWS_PER_PSET = kDirectTileH / PSETS;
-  static constexpr int WS = backward_config(CIN, COUT, KS).ws;
-  static constexpr int PPAD = backward_config(CIN, COUT, KS).ppad;  // dz row pitch
-  static constexpr int MIN_BLOCKS = backward_config(CIN, COUT, KS).threads <= 256 ? 2 : 1;
+  static constexpr int WS = CFG.ws, PPAD = CFG.ppad;  // PPAD: dz row pitch
+  static constexpr int MIN_BLOCKS = CFG.threads <= 256 ? 2 : 1;
+  static_assert(CS % 4 == 0, "a pass holds whole weight-gradient units");
 };
 
-template <int CIN, int COUT, int KS, bool LOSS>
-__global__ void __launch_bounds__(BwdK<CIN, COUT, KS>::THREADS, BwdK<CIN, COUT, KS>::MIN_BLOCKS)
+// Pass p, Cout slice [p*CS, (p+1)*CS): dz of the slice's channels into shared memory, then
+// dW[co][ci][kh][kw] += sum over the tile's pixels of dz[co][p] * x[ci][p + (kh, kw)] for them.
+// A unit (cog, wci, khg) of a pass covers channels p*CS + 4 cog.., input channel wci, kernel rows
+// KR khg..; cog fastest (a warp's lanes read the same input row: broadcast).
+template <int CIN, int COUT, int KS, int NBUF, int PASSES, bool LOSS>
+__global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES>::THREADS,
+                                  BwdK<CIN, COUT, KS, NBUF, PASSES>::MIN_BLOCKS)
     backward_kernel(const float* __restrict__ x, const float* __restrict__ z,
                     const float* __restrict__ other, const float* __restrict__ mean,
                     const float* __restrict__ rstd, const float* __restrict__ A,
@@ -462,10 +470,11 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS>::THREADS, BwdK<CIN, COUT, 
                     float dy_scale, ConvBlockShape sh, float* __restrict__ dz_out,
                     float* __restrict__ dw_part, float* __restrict__ dbias_part,
                     float* __restrict__ dscale_part) {
-  using C = BwdK<CIN, COUT, KS>;
+  using C = BwdK<CIN, COUT, KS, NBUF, PASSES>;
   extern __shared__ __align__(16) float smem[];
-  float* xbuf = smem;             // two input tiles, [2][CIN][IH][PITCH]
-  float* dzs = smem + 2 * C::XS;  // [COUT][PPAD]
+  float* xbuf = smem;                // input tiles, [NBUF][CIN][IH][PITCH]
+  float* dzs = smem + NBUF * C::XS;  // [CS][PPAD]
+  __shared__ float sdb[PASSES > 1 ? COUT : 1], sds[PASSES > 1 ? COUT : 1];
 
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const float gout = gout_ptr ? *gout_ptr : 1.0f;
@@ -475,31 +484,36 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS>::THREADS, BwdK<CIN, COUT, 
   const int tiles_per_image = sh.tiles_y * sh.tiles_x;
   const int total = sh.N * tiles_per_image;
 
-  // This thread's weight-gradient units: t + u * THREADS, or with row sets unit t % UNITS over the
-  // rows of set t / UNITS. Unit = (cog: output channels 4 cog.., wci: input channel, khg: kernel
-  // rows KR khg..), cog fastest (a warp's lanes read the same input row: broadcast).
-  const int pset = C::UPT == 1 ? t / C::UNITS : 0;
-  float wacc[C::UPT][4][C::KR][KS];
-#pragma unroll
-  for (int u = 0; u < C::UPT; ++u)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int a = 0; a < C::KR; ++a)
-#pragma unroll
-        for (int b = 0; b < KS; ++b) wacc[u][j][a][b] = 0.f;
-  auto unit_of = [&](int u) { return C::UPT == 1 ? t % C::UNITS : t + u * C::THREADS; };
+  // This thread's units in each pass: t + u * THREADS, or with row sets unit t % UNITS over the
+  // rows of set t / UNITS.
+  const int pset = C::UPP == 1 ? t / C::UNITS : 0;
   const bool wg_rows = pset < C::PSETS;
-  int xoff[C::UPT], dzoff[C::UPT];  // each unit's first input row and dz row in shared memory
+  auto unit_of = [&](int u) { return C::UPP == 1 ? t % C::UNITS : t + u * C::THREADS; };
+  int xoff[C::UPP], dzoff[C::UPP];  // each unit's first input row and dz row in shared memory
 #pragma unroll
-  for (int u = 0; u < C::UPT; ++u) {
-    const int unit = unit_of(u), cog = unit % (COUT / 4), rest = unit / (COUT / 4);
+  for (int u = 0; u < C::UPP; ++u) {
+    const int unit = unit_of(u), cog = unit % (C::CS / 4), rest = unit / (C::CS / 4);
     xoff[u] = ((rest % CIN) * C::IH + (rest / CIN) * C::KR) * C::PITCH;
     dzoff[u] = cog * 4 * C::PPAD;
   }
+  float wacc[PASSES][C::UPP][4][C::KR][KS];
+#pragma unroll
+  for (int ps = 0; ps < PASSES; ++ps)
+#pragma unroll
+    for (int u = 0; u < C::UPP; ++u)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int a = 0; a < C::KR; ++a)
+#pragma unroll
+          for (int b = 0; b < KS; ++b) wacc[ps][u][j][a][b] = 0.f;
+  // d bias / d scale: per lane in registers over the tiles (one pass), or with several passes
+  // flushed per pass into shared memory (each channel has one warp: a fixed order).
   float acc_db[C::CPW], acc_ds[C::CPW];
 #pragma unroll
   for (int k = 0; k < C::CPW; ++k) acc_db[k] = acc_ds[k] = 0.f;
+  if (PASSES > 1)
+    for (int i = t; i < COUT; i += C::THREADS) sdb[i] = sds[i] = 0.f;
 
   TilePipeline<CIN, C> pipe(x, sh, xbuf);
   pipe.start();
@@ -507,121 +521,142 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS>::THREADS, BwdK<CIN, COUT, 
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x, ++it) {
     const TileCoord tc = pipe.coord(tile);
     const float* xs = pipe.buffer(it);
-    __syncthreads();  // the previous tile's weight-gradient readers are done with dzs and the buffer
-    pipe.prefetch_next(tile, it);  // its copy overlaps this tile's dz phase
+#pragma unroll
+    for (int ps = 0; ps < PASSES; ++ps) {
+      __syncthreads();  // the previous weight-gradient readers are done with dzs (and the buffer)
+      if (ps == 0) pipe.prefetch_next(tile, it);  // its copy overlaps this tile's dz phase
 
-    // dz for every channel of the tile: warp -> channels, lanes -> pixels (coalesced rows).
+      // dz for the slice's channels: warp -> channels, lanes -> pixels (coalesced rows).
 #pragma unroll
-    for (int k = 0; k < C::CPW; ++k) {
-      const int co = warp + k * C::WARPS;
-      if (C::CPW * C::WARPS != COUT && co >= COUT) break;
-      const int ng = tc.n * sh.G + co / D;
-      const float m = mean[ng], r = rstd[ng], a_ = A[ng] * gout * inv_m, b_ = B[ng] * gout * inv_m;
-      const float bb = bias[co], sc = scale[co], gm = gamma[co], bt = beta[co];
-      const size_t plane = (size_t(tc.n) * COUT + co) * sh.Ho;
-      // 8 pixels per lane at a time: their z and target loads are all in flight together.
-      for (int p0 = 0; p0 < C::TP; p0 += 8 * 32) {
-        float zr[8], orr[8];
-        bool ok[8];
-        size_t idx[8];
+      for (int k = 0; k < C::CPW; ++k) {
+        const int cl = warp + k * C::WARPS;  // channel in the slice
+        if (C::CPW * C::WARPS != C::CS && cl >= C::CS) break;
+        const int co = ps * C::CS + cl;
+        const int ng = tc.n * sh.G + co / D;
+        const float m = mean[ng], r = rstd[ng], a_ = A[ng] * gout * inv_m, b_ = B[ng] * gout * inv_m;
+        const float bb = bias[co], sc = scale[co], gm = gamma[co], bt = beta[co];
+        const size_t plane = (size_t(tc.n) * COUT + co) * sh.Ho;
+        // 8 pixels per lane at a time: their z and target loads are all in flight together.
+        for (int p0 = 0; p0 < C::TP; p0 += 8 * 32) {
+          float zr[8], orr[8];
+          bool ok[8];
+          size_t idx[8];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int p = p0 + i * 32 + lane;
-          const int oy = tc.oy0 + p / C::TW, ox = tc.ox0 + p % C::TW;
-          ok[i] = p < C::TP && oy < sh.Ho && ox < sh.Wo;
-          idx[i] = (plane + oy) * sh.Wo + ox;
-          zr[i] = ok[i] ? __ldg(z + idx[i]) : 0.f;
-          orr[i] = ok[i] ? __ldg(other + idx[i]) : 0.f;
-        }
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int p = p0 + i * 32 + lane;
-          float dzv = 0.f;
-          if (ok[i]) {
-            const float zb = zr[i] + bb;
-            const float s = sigmoidf(zb * sc);
-            const float xh = (s - m) * r;
-            const float dy = LOSS ? gs * (xh * gm + bt - orr[i]) : gs * orr[i];
-            const float ds = r * (dy * gm - a_ - xh * b_);
-            const float du = ds * s * (1.f - s);
-            dzv = du * sc;
-            acc_db[k] += dzv;
-            acc_ds[k] = fmaf(du, zb, acc_ds[k]);
-            if (dz_out) dz_out[idx[i]] = dzv;
+          for (int i = 0; i < 8; ++i) {
+            const int p = p0 + i * 32 + lane;
+            const int oy = tc.oy0 + p / C::TW, ox = tc.ox0 + p % C::TW;
+            ok[i] = p < C::TP && oy < sh.Ho && ox < sh.Wo;
+            idx[i] = (plane + oy) * sh.Wo + ox;
+            zr[i] = ok[i] ? __ldg(z + idx[i]) : 0.f;
+            orr[i] = ok[i] ? __ldg(other + idx[i]) : 0.f;
           }
-          if (p < C::TP) dzs[co * C::PPAD + p] = dzv;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const int p = p0 + i * 32 + lane;
+            float dzv = 0.f;
+            if (ok[i]) {
+              const float zb = zr[i] + bb;
+              const float s = sigmoidf(zb * sc);
+              const float xh = (s - m) * r;
+              const float dy = LOSS ? gs * (xh * gm + bt - orr[i]) : gs * orr[i];
+              const float ds = r * (dy * gm - a_ - xh * b_);
+              const float du = ds * s * (1.f - s);
+              dzv = du * sc;
+              acc_db[k] += dzv;
+              acc_ds[k] = fmaf(du, zb, acc_ds[k]);
+              if (dz_out) dz_out[idx[i]] = dzv;
+            }
+            if (p < C::TP) dzs[cl * C::PPAD + p] = dzv;
+          }
+        }
+        if (PASSES > 1) {
+          const float db = warp_sum(acc_db[k]), ds = warp_sum(acc_ds[k]);
+          if (lane == 0) {
+            sdb[co] += db;
+            sds[co] += ds;
+          }
+          acc_db[k] = acc_ds[k] = 0.f;
         }
       }
-    }
-    pipe.wait_current(tile);
-    __syncthreads();
+      if (ps == 0) pipe.wait_current(tile);
+      __syncthreads();
 
-    // dW[co][ci][kh][kw] += sum over the tile's pixels of dz[co][p] * x[ci][p + (kh, kw)]
 #pragma unroll
-    for (int u = 0; u < C::UPT; ++u) {
-      if (unit_of(u) >= C::UNITS || !wg_rows) continue;
-      for (int rr = 0; rr < C::ROWS_PER_PSET; ++rr) {
-        const int r_ = pset * C::ROWS_PER_PSET + rr;
-        const float* xr = xs + xoff[u] + r_ * C::PITCH;
-        float win[C::KR][KS];
-#pragma unroll
-        for (int kh = 0; kh < C::KR; ++kh)
-#pragma unroll
-          for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = xr[kh * C::PITCH + kw];
-        const float* dzp = dzs + dzoff[u] + r_ * C::TW;
-#pragma unroll 4
-        for (int c_ = 0; c_ < C::TW; ++c_) {
-#pragma unroll
-          for (int kh = 0; kh < C::KR; ++kh) win[kh][KS - 1] = xr[kh * C::PITCH + c_ + KS - 1];
-          float d[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) d[j] = dzp[j * C::PPAD + c_];
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int kh = 0; kh < C::KR; ++kh)
-#pragma unroll
-              for (int kw = 0; kw < KS; ++kw)
-                wacc[u][j][kh][kw] = fmaf(d[j], win[kh][kw], wacc[u][j][kh][kw]);
+      for (int u = 0; u < C::UPP; ++u) {
+        if (unit_of(u) >= C::UNITS || !wg_rows) continue;
+        for (int rr = 0; rr < C::ROWS_PER_PSET; ++rr) {
+          const int r_ = pset * C::ROWS_PER_PSET + rr;
+          const float* xr = xs + xoff[u] + r_ * C::PITCH;
+          float win[C::KR][KS];
 #pragma unroll
           for (int kh = 0; kh < C::KR; ++kh)
 #pragma unroll
-            for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = win[kh][kw + 1];
+            for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = xr[kh * C::PITCH + kw];
+          const float* dzp = dzs + dzoff[u] + r_ * C::TW;
+#pragma unroll 4
+          for (int c_ = 0; c_ < C::TW; ++c_) {
+#pragma unroll
+            for (int kh = 0; kh < C::KR; ++kh) win[kh][KS - 1] = xr[kh * C::PITCH + c_ + KS - 1];
+            float d[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) d[j] = dzp[j * C::PPAD + c_];
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+              for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+                for (int kw = 0; kw < KS; ++kw)
+                  wacc[ps][u][j][kh][kw] = fmaf(d[j], win[kh][kw], wacc[ps][u][j][kh][kw]);
+#pragma unroll
+            for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+              for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = win[kh][kw + 1];
+          }
         }
       }
     }
   }
 
   // Per-CTA partials, in fixed order.
+  if (PASSES == 1) {
 #pragma unroll
-  for (int k = 0; k < C::CPW; ++k) {
-    const int co = warp + k * C::WARPS;
-    if (C::CPW * C::WARPS != COUT && co >= COUT) break;
-    const float db = warp_sum(acc_db[k]), ds = warp_sum(acc_ds[k]);
-    if (lane == 0) {
-      dbias_part[size_t(blockIdx.x) * COUT + co] = db;
-      dscale_part[size_t(blockIdx.x) * COUT + co] = ds;
+    for (int k = 0; k < C::CPW; ++k) {
+      const int co = warp + k * C::WARPS;
+      if (C::CPW * C::WARPS != COUT && co >= COUT) break;
+      const float db = warp_sum(acc_db[k]), ds = warp_sum(acc_ds[k]);
+      if (lane == 0) {
+        dbias_part[size_t(blockIdx.x) * COUT + co] = db;
+        dscale_part[size_t(blockIdx.x) * COUT + co] = ds;
+      }
+    }
+  } else {
+    __syncthreads();
+    for (int i = t; i < COUT; i += C::THREADS) {
+      dbias_part[size_t(blockIdx.x) * COUT + i] = sdb[i];
+      dscale_part[size_t(blockIdx.x) * COUT + i] = sds[i];
     }
   }
-  // Weight index of (unit, j, kh, kw) in [co][ci][kh][kw].
-  auto widx = [&](int unit, int j, int kh, int kw) {
-    const int cog = unit % (COUT / 4), rest = unit / (COUT / 4);
+  // Weight index of (pass, unit, j, kh, kw) in [co][ci][kh][kw].
+  auto widx = [&](int ps, int unit, int j, int kh, int kw) {
+    const int cog = unit % (C::CS / 4), rest = unit / (C::CS / 4);
     const int wci = rest % CIN, kh0 = (rest / CIN) * C::KR;
-    return (((cog * 4 + j) * CIN + wci) * KS + kh0 + kh) * KS + kw;
+    return (((ps * C::CS + cog * 4 + j) * CIN + wci) * KS + kh0 + kh) * KS + kw;
   };
   if (C::PSETS == 1) {  // every weight has one owner: straight out
 #pragma unroll
-    for (int u = 0; u < C::UPT; ++u) {
-      const int unit = unit_of(u);
-      if (unit >= C::UNITS || !wg_rows) continue;
+    for (int ps = 0; ps < PASSES; ++ps)
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
+      for (int u = 0; u < C::UPP; ++u) {
+        const int unit = unit_of(u);
+        if (unit >= C::UNITS || !wg_rows) continue;
 #pragma unroll
-        for (int kh = 0; kh < C::KR; ++kh)
+        for (int j = 0; j < 4; ++j)
 #pragma unroll
-          for (int kw = 0; kw < KS; ++kw)
-            dw_part[size_t(blockIdx.x) * C::WS + widx(unit, j, kh, kw)] = wacc[u][j][kh][kw];
-    }
+          for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+            for (int kw = 0; kw < KS; ++kw)
+              dw_part[size_t(blockIdx.x) * C::WS + widx(ps, unit, j, kh, kw)] = wacc[ps][u][j][kh][kw];
+      }
     return;
   }
   __syncthreads();
@@ -629,11 +664,14 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS>::THREADS, BwdK<CIN, COUT, 
   if (wg_rows) {
     const int unit = unit_of(0);
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int ps = 0; ps < PASSES; ++ps)
 #pragma unroll
-      for (int kh = 0; kh < C::KR; ++kh)
+      for (int j = 0; j < 4; ++j)
 #pragma unroll
-        for (int kw = 0; kw < KS; ++kw) red[pset * C::WS + widx(unit, j, kh, kw)] = wacc[0][j][kh][kw];
+        for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+          for (int kw = 0; kw < KS; ++kw)
+            red[pset * C::WS + widx(ps, unit, j, kh, kw)] = wacc[ps][0][j][kh][kw];
   }
   __syncthreads();
   for (int i = t; i < C::WS; i += C::THREADS) {

@@ -5,8 +5,8 @@
 // Disk cache: $TG_KERNEL_CACHE, else $XDG_CACHE_HOME/tapegrad/kernels, else
 // ~/.cache/tapegrad/kernels. A file's name is a hash of the sources, the options, the kernel, the
 // architecture and NVRTC's version; its content carries a checksum. Files are written atomically
-// (temporary file + rename); a file that does not read back intact is compiled again and replaced; a
-// directory that cannot be written just means compiling in memory.
+// (temporary file + rename); a file that does not read back intact is compiled again and replaced;
+// a directory that cannot be written just means compiling in memory.
 #pragma once
 
 #include <string>
@@ -38,9 +38,9 @@ JitCubin jit_compile(const std::string& expr, int arch);
 /// The disk cache's directory ("" when no location is known).
 std::string jit_cache_dir();
 
-/// The kernel named by `expr` on the current device, loaded once per process and device: a
-/// cudaKernel_t, which the CUDA runtime takes wherever it takes a kernel function (launches,
-/// attributes, occupancy).
+/// The kernel named by `expr` on the current device, loaded once per process and device (thread-
+/// safe: other threads asking for a kernel being compiled wait for it): a cudaKernel_t, which the
+/// CUDA runtime takes wherever it takes a kernel function (launches, attributes, occupancy).
 const void* jit_kernel(const std::string& expr);
 
 }  // namespace tg::ops::detail

@@ -1,14 +1,16 @@
-// NVRTC compilation of the direct kernels, the disk cache of their cubins, and their loading with the
-// CUDA runtime's library API (cudaLibraryLoadData: no link against the driver library, so a build
-// with CUDA still starts on a machine without a driver).
+// NVRTC compilation of the direct kernels, the disk cache of their cubins, and their loading with
+// the CUDA runtime's library API (cudaLibraryLoadData: no link against the driver library, so a
+// build with CUDA still starts on a machine without a driver).
 #include <cuda_runtime.h>
 #include <nvrtc.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -16,6 +18,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../../core/cuda_context.h"
 #include "../../core/cuda_utils.h"
 #include "jit.h"
 
@@ -24,10 +27,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define TG_NVRTC_CHECK(expr)                                                           \
-  do {                                                                                 \
-    nvrtcResult tg_rc_ = (expr);                                                       \
-    if (tg_rc_ != NVRTC_SUCCESS) TG_THROW("NVRTC error in ", #expr, ": ", nvrtcGetErrorString(tg_rc_)); \
+#define TG_NVRTC_CHECK(expr)                                                 \
+  do {                                                                       \
+    nvrtcResult tg_rc_ = (expr);                                             \
+    if (tg_rc_ != NVRTC_SUCCESS)                                             \
+      TG_THROW("NVRTC error in ", #expr, ": ", nvrtcGetErrorString(tg_rc_)); \
   } while (0)
 
 uint64_t fnv1a(const std::string& s, uint64_t h = 14695981039346656037ull) {
@@ -53,7 +57,8 @@ std::vector<std::string> options(int arch) {
 std::string cache_key(const std::string& expr, int arch) {
   int major = 0, minor = 0;
   TG_NVRTC_CHECK(nvrtcVersion(&major, &minor));
-  std::string all = "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + "\n" + expr + "\n";
+  std::string all =
+      "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + "\n" + expr + "\n";
   for (const std::string& o : options(arch)) all += o + "\n";
   for (int i = 0; i < kDirectKernelSourcesCount; ++i)
     all += std::string(kDirectKernelSources[i].name) + "\n" + kDirectKernelSources[i].text + "\n";
@@ -86,14 +91,16 @@ bool read_cache(const std::string& path, const std::string& key, JitCubin& out) 
 // Writes atomically; false (and nothing left behind) when the directory is not writable.
 bool write_cache(const std::string& path, const std::string& key, const JitCubin& c) {
   std::ostringstream tmp_name;
-  tmp_name << path << ".tmp." << std::hash<std::thread::id>{}(std::this_thread::get_id()) << "."
-           << reinterpret_cast<uintptr_t>(&c);
+  tmp_name << path << ".tmp." << ::getpid() << "."
+           << std::hash<std::thread::id>{}(std::this_thread::get_id());
   const std::string tmp = tmp_name.str();
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) return false;
-    f << kMagic << "\n" << key << "\n" << c.lowered_name << "\n" << c.cubin.size() << " "
-      << hex64(fnv1a(c.cubin, fnv1a(c.lowered_name))) << "\n";
+    f << kMagic << "\n"
+      << key << "\n"
+      << c.lowered_name << "\n"
+      << c.cubin.size() << " " << hex64(fnv1a(c.cubin, fnv1a(c.lowered_name))) << "\n";
     f.write(c.cubin.data(), std::streamsize(c.cubin.size()));
     f.close();
     if (!f) {
@@ -115,8 +122,9 @@ JitCubin compile(const std::string& expr, int arch) {
     header_texts.push_back(kDirectKernelSources[i].text);
     header_names.push_back(kDirectKernelSources[i].name);
   }
-  TG_NVRTC_CHECK(nvrtcCreateProgram(&prog, kDirectKernelSources[0].text, kDirectKernelSources[0].name,
-                                    int(header_texts.size()), header_texts.data(), header_names.data()));
+  TG_NVRTC_CHECK(nvrtcCreateProgram(&prog, kDirectKernelSources[0].text,
+                                    kDirectKernelSources[0].name, int(header_texts.size()),
+                                    header_texts.data(), header_names.data()));
   struct Destroy {
     nvrtcProgram* p;
     ~Destroy() { nvrtcDestroyProgram(p); }
@@ -180,28 +188,39 @@ JitCubin jit_compile(const std::string& expr, int arch) {
 
 const void* jit_kernel(const std::string& expr) {
   static std::mutex mu;
-  static std::map<std::tuple<int, std::string>, cudaKernel_t> kernels;
-  int device = 0;
-  TG_CUDA_CHECK(cudaGetDevice(&device));
-  const auto key = std::make_tuple(device, expr);
+  static std::map<std::tuple<int, std::string>, std::shared_future<cudaKernel_t>> kernels;
+  // tapegrad's current device, the one device_properties() describes (its architecture).
+  const auto key = std::make_tuple(cuda::current_device(), expr);
+  std::promise<cudaKernel_t> promise;
+  std::shared_future<cudaKernel_t> pending;
   {
     std::lock_guard<std::mutex> lock(mu);
     auto found = kernels.find(key);
-    if (found != kernels.end()) return reinterpret_cast<const void*>(found->second);
+    if (found != kernels.end()) {
+      pending = found->second;
+    } else {
+      kernels.emplace(key, promise.get_future().share());
+    }
   }
-  // Compiled outside the lock: threads may compile different kernels at once (a second thread
-  // asking for the same one compiles it again, and the first to finish is kept).
-  const cudaDeviceProp& p = cuda::device_properties();
-  const JitCubin c = jit_compile(expr, p.major * 10 + p.minor);
-  std::lock_guard<std::mutex> lock(mu);
-  auto found = kernels.find(key);
-  if (found != kernels.end()) return reinterpret_cast<const void*>(found->second);
-  cudaLibrary_t lib;  // kept for the process: its kernels are cached here
-  TG_CUDA_CHECK(cudaLibraryLoadData(&lib, c.cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
-  cudaKernel_t k;
-  TG_CUDA_CHECK(cudaLibraryGetKernel(&k, lib, c.lowered_name.c_str()));
-  kernels.emplace(key, k);
-  return reinterpret_cast<const void*>(k);
+  // Loaded, or being compiled by another thread: wait for that one (outside the lock).
+  if (pending.valid()) return reinterpret_cast<const void*>(pending.get());
+  // Compiled outside the lock: threads may compile different kernels at once.
+  try {
+    const cudaDeviceProp& p = cuda::device_properties();
+    const JitCubin c = jit_compile(expr, p.major * 10 + p.minor);
+    cudaLibrary_t lib;  // kept for the process: its kernels are cached here
+    TG_CUDA_CHECK(
+        cudaLibraryLoadData(&lib, c.cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
+    cudaKernel_t k;
+    TG_CUDA_CHECK(cudaLibraryGetKernel(&k, lib, c.lowered_name.c_str()));
+    promise.set_value(k);
+    return reinterpret_cast<const void*>(k);
+  } catch (...) {
+    promise.set_exception(std::current_exception());  // the waiting threads see the error too
+    std::lock_guard<std::mutex> lock(mu);
+    kernels.erase(key);  // a later call tries again
+    throw;
+  }
 }
 
 }  // namespace tg::ops::detail

@@ -662,13 +662,15 @@ struct DirectShape {
 };
 
 // (Cin, Cout, k) spread over the direct kernels' coverage (ops/conv_block/direct_config.h: channel
-// slices of 16 and of 8, passes over Cout, k-row weight-gradient units for k >= 4, several units
-// per thread, row sets); H, W (odd), G (1, Cout, or another divisor), N and TF32 drawn from a
-// seeded generator.
+// slices of 16 and of 8, forward passes over Cout, one or two input buffers, backward passes over
+// Cout slices, k-row weight-gradient units for k >= 4, several units per thread, row sets); H, W
+// (odd), G (1, Cout, or another divisor), N and TF32 drawn from a seeded generator.
 std::vector<DirectShape> direct_shapes() {
-  const int cfgs[][3] = {{1, 8, 1},   {2, 16, 2},  {3, 24, 7}, {4, 32, 5},  {5, 40, 3},
-                         {7, 48, 4},  {8, 64, 3},  {12, 32, 6}, {16, 32, 3}, {6, 56, 1},
-                         {2, 80, 3},  {3, 96, 5},  {20, 16, 3}, {9, 72, 2}};
+  const int cfgs[][3] = {{1, 8, 1},   {2, 16, 2},  {3, 24, 7},   {4, 32, 5},   {5, 40, 3},
+                         {7, 48, 4},  {8, 64, 3},  {12, 32, 6},  {16, 32, 3},  {6, 56, 1},
+                         {2, 80, 3},  {3, 96, 5},  {20, 16, 3},  {9, 72, 2},   {18, 8, 7},
+                         {64, 128, 1}, {32, 64, 3}, {8, 128, 3}, {4, 128, 5},  {3, 112, 7},
+                         {60, 16, 3}, {64, 8, 2},  {48, 96, 1},  {3, 120, 3},  {30, 88, 3}};
   std::mt19937 rng(12);
   auto uniform = [&](int lo, int hi) { return lo + int(rng() % unsigned(hi - lo + 1)); };
   std::vector<DirectShape> out;
