@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU proof and measurements of one session, in stages that fit one device call each and reuse
+# the build when the machine is still warm:
+#   tests:   build, every ctest with the GPU active (in parallel), tg-gradcheck --op all on CUDA,
+#            compute-sanitizer memcheck and racecheck on the CUDA op and fused-block tests
+#   interop: tapegrad_torch's CUDA tests, ModelNew against Model at the sweep shapes, checkpoint parity
+#   e2e:     scripts/bench-e2e.sh gpu (issue 11's table)
+#   sweep:   scripts/bench.sh --sweep --no-autotune over SWEEP_SHAPES (default: the 9 of bench/shapes.py)
+# Usage: scripts/gpu-session.sh STAGE...   Logs: $OUT/logs.tgz; summary: $OUT/summary.txt (printed last).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out-gpu}
+L=/tmp/gpu-logs
+mkdir -p "$OUT" "$L"
+export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1 TG_KERNEL_CACHE=/tmp/tgk
+S="$OUT/summary.txt"
+note() { echo "$*" | tee -a "$S"; }
+pack() { tar -C "$L" -czf "$OUT/logs.tgz" . 2>/dev/null; }
+trap pack EXIT
+B=build-gpu/tests/tg_tests
+E=build-gpu/examples
+
+build() {
+  local t0; t0=$(date +%s)
+  { cmake -S . -B build-gpu -G Ninja -DTG_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
+      -DPython3_EXECUTABLE="$(command -v python3)" && cmake --build build-gpu -j "$(nproc)"; } >"$L/build.log" 2>&1 ||
+    { grep -E "error|FAILED" "$L/build.log" | head -30 | tee -a "$S"; exit 1; }
+  note "build: ok ($(($(date +%s) - t0)) s) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+}
+
+stage_tests() {
+  local t0; t0=$(date +%s)
+  timeout 220 ctest --test-dir build-gpu -j 12 --timeout 200 -E '^parity\.torch' >"$L/ctest.log" 2>&1
+  note "ctest -j12: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest.log")"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest.log" | head -20 | tee -a "$S"
+  timeout 60 $E/tg-gradcheck --op all --device cuda --dtype float64 --trials 5 >"$L/gradcheck.log" 2>&1
+  note "tg-gradcheck --op all cuda float64: rc=$? $(tail -1 "$L/gradcheck.log")"
+  timeout 30 $E/tg-gradcheck --op all --device cuda --dtype float32 --trials 2 >>"$L/gradcheck.log" 2>&1
+  note "tg-gradcheck --op all cuda float32: rc=$? $(tail -1 "$L/gradcheck.log")"
+  local F='*Cuda*:-CudaAllocator.*:CudaGraph*:TgTrain*:*Process*'
+  t0=$(date +%s)
+  timeout 110 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/memcheck.log" 2>&1
+  note "memcheck ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'ERROR SUMMARY' "$L/memcheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/memcheck.log" | tr '\n' ' ')"
+  F='ConvBlockCudaDirect.*:ConvBlockEpilogue*:ReduceCuda.*:BroadcastCuda.*:UnaryCuda.*:ShapeCuda.*:LossCuda.*:GroupNormCuda.*:AdamW*Cuda*:SGDCuda.*'
+  t0=$(date +%s)
+  timeout 110 compute-sanitizer --tool racecheck --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/racecheck.log" 2>&1
+  note "racecheck ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/racecheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/racecheck.log" | tr '\n' ' ')"
+  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
+  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+}
+
+stage_interop() {
+  local t0; t0=$(date +%s)
+  timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1
+  note "tapegrad_torch (CUDA) tests: rc=$? ($(($(date +%s) - t0)) s) $(grep -E '^(OK|FAILED|Ran)' "$L/python.log" | tr '\n' ' ')"
+  grep -E "^(FAIL|ERROR):" "$L/python.log" | head -10 | tee -a "$S"
+  # ModelNew and Model eager at every sweep shape (the compiled Model of the same call is the sweep
+  # stage's); with torch.compile too at the reference and small sizes.
+  PYTHONPATH=python timeout 150 python3 bench/modelnew_bench.py --compile-mode none --json "$L/modelnew.json" >"$L/modelnew.md" 2>"$L/modelnew.err"
+  note "modelnew bench (no compile, sweep shapes): rc=$?"; cat "$L/modelnew.md" >>"$S"
+  PYTHONPATH=python timeout 150 python3 bench/modelnew_bench.py --no-default-shapes --shapes "128,8,32,256,3,8;128,3,16,32,3,8" \
+    --json "$L/modelnew-compile.json" >"$L/modelnew-compile.md" 2>>"$L/modelnew.err"
+  note "modelnew bench (compile, reference and small): rc=$?"; cat "$L/modelnew-compile.md" >>"$S"
+}
+
+stage_e2e() {
+  OUT=$L timeout 300 scripts/bench-e2e.sh gpu >"$L/e2e.log" 2>&1
+  note "e2e: rc=$?"; cat "$L/e2e-table.md" >>"$S" 2>/dev/null
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$L/e2e.log" 2>&1
+}
+
+stage_sweep() {
+  OUT=$L/bench REPS=${REPS:-20} timeout 420 scripts/bench.sh --sweep --no-autotune --no-default-shapes \
+    --shapes "${SWEEP_SHAPES:-128,8,32,256,3,8;128,3,16,32,3,8;64,8,64,128,3,8;32,16,32,192,3,4;128,4,32,128,5,8;64,32,64,96,3,16;16,3,32,320,7,8;256,8,16,64,1,4;8,64,128,128,3,32}" \
+    >"$L/sweep.log" 2>&1
+  note "sweep: rc=$?"; cat "$L/bench/sweep/table.md" >>"$S" 2>/dev/null
+  cp "$L/bench/sweep/table.md" "$OUT/sweep-table.md" 2>/dev/null
+}
+
+: >"$S"
+build
+for stage in "$@"; do
+  case "$stage" in
+    tests | interop | e2e | sweep) "stage_$stage" ;;
+    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, interop, e2e or sweep" >&2; exit 2 ;;
+  esac
+done
+cat "$S"
