@@ -3,6 +3,7 @@
 # the build when the machine is still warm:
 #   tests:   build, every ctest with the GPU active (in parallel), tg-gradcheck --op all on CUDA,
 #            compute-sanitizer memcheck and racecheck on the CUDA op and fused-block tests
+#   verify:  the ctests matching $VERIFY, racecheck on the CUDA ops' kernels, tg-bench
 #   interop: tapegrad_torch's CUDA tests, ModelNew against Model at the sweep shapes, checkpoint parity
 #   e2e:     scripts/bench-e2e.sh gpu (issue 11's table)
 #   sweep:   scripts/bench.sh --sweep --no-autotune over SWEEP_SHAPES (default: the 9 of bench/shapes.py)
@@ -49,11 +50,43 @@ stage_tests() {
   note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
 }
 
+# A subset of stage_tests: the ctest names matching VERIFY (a regex), racecheck on the CUDA ops'
+# kernels, tg-bench at the two built-in sizes.
+stage_verify() {
+  local t0; t0=$(date +%s)
+  timeout 200 ctest --test-dir build-gpu -j 12 --timeout 180 -R "${VERIFY:-ConvBlock|Trainer|BatchSource|Graph|CapturedStep|parity.sequential}" \
+    --output-on-failure >"$L/ctest-verify.log" 2>&1
+  note "ctest -R: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest-verify.log")"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest-verify.log" | head -20 | tee -a "$S"
+  grep -E 'Failure|actual:|worst relative|Error' "$L/ctest-verify.log" | head -30 | tee -a "$S"
+  local F='ReduceCuda.*:BroadcastCuda.*:UnaryCuda.*:ShapeCuda.*:LossCuda.*:MatmulCuda.*:ElementwiseCuda.*:AdamW*Cuda*'
+  t0=$(date +%s)
+  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/racecheck-ops.log" 2>&1
+  note "racecheck ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/racecheck-ops.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/racecheck-ops.log" | tr '\n' ' ')"
+  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
+  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+}
+
 stage_interop() {
   local t0; t0=$(date +%s)
-  timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1
+  # A crash prints its native stack (a SIGSEGV handler preloaded) and Python's (faulthandler).
+  cat >/tmp/segv.c <<'C'
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+static void on_segv(int sig) {
+  void* f[64];
+  int n = backtrace(f, 64);
+  backtrace_symbols_fd(f, n, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+__attribute__((constructor)) static void install(void) { signal(SIGSEGV, on_segv); }
+C
+  gcc -shared -fPIC -o /tmp/segv.so /tmp/segv.c
+  PYTHONFAULTHANDLER=1 LD_PRELOAD=/tmp/segv.so timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1
   note "tapegrad_torch (CUDA) tests: rc=$? ($(($(date +%s) - t0)) s) $(grep -E '^(OK|FAILED|Ran)' "$L/python.log" | tr '\n' ' ')"
-  grep -E "^(FAIL|ERROR):" "$L/python.log" | head -10 | tee -a "$S"
+  grep -E "^(FAIL|ERROR):|Fatal Python|^/.*\\[0x|File \"" "$L/python.log" | head -40 | tee -a "$S"
   # ModelNew and Model eager at every sweep shape (the compiled Model of the same call is the sweep
   # stage's); with torch.compile too at the reference and small sizes.
   PYTHONPATH=python timeout 150 python3 bench/modelnew_bench.py --compile-mode none --json "$L/modelnew.json" >"$L/modelnew.md" 2>"$L/modelnew.err"
@@ -66,6 +99,7 @@ stage_interop() {
 stage_e2e() {
   OUT=$L timeout 300 scripts/bench-e2e.sh gpu >"$L/e2e.log" 2>&1
   note "e2e: rc=$?"; cat "$L/e2e-table.md" >>"$S" 2>/dev/null
+  grep -h "reading\|CUDA graph\|data on the GPU" "$L"/e2e-*.log | sort | uniq -c | tee -a "$S"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$L/e2e.log" 2>&1
 }
 
@@ -81,8 +115,8 @@ stage_sweep() {
 build
 for stage in "$@"; do
   case "$stage" in
-    tests | interop | e2e | sweep) "stage_$stage" ;;
-    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, interop, e2e or sweep" >&2; exit 2 ;;
+    tests | verify | interop | e2e | sweep) "stage_$stage" ;;
+    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, verify, interop, e2e or sweep" >&2; exit 2 ;;
   esac
 done
 cat "$S"

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "../io/dataset.h"
@@ -51,6 +52,11 @@ class BatchSource {
   virtual std::string describe() const = 0;
   /// Device bytes this source holds itself (the cache, or the two streaming buffers).
   virtual size_t device_bytes() const = 0;
+  /// Asks the source to build full-size training batches in these buffers (x, y) from now on where
+  /// it builds batches on the device anyway (the device cache: straight into a CUDA graph's static
+  /// inputs, which saves the graph a copy of every batch). Such a batch then stays valid only until
+  /// the next call of next() (the buffers' version counter is bumped on reuse). Others ignore it.
+  virtual void gather_into(const std::vector<Tensor>& buffers) { (void)buffers; }
 };
 
 /// Device bytes a device-resident copy of the reader's whole dataset takes (x and y, all rows, in

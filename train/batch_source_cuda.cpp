@@ -217,8 +217,8 @@ class DeviceCacheSource final : public BatchSource {
     if (next_ >= batches_.size()) return false;
     const size_t b = next_++;
     const int64_t n = int64_t(batches_[b].size());
-    out.x = gather(x_, n, d_rows_ + offsets_[b]);
-    out.y = gather(y_, n, d_rows_ + offsets_[b]);
+    out.x = gather(x_, n, d_rows_ + offsets_[b], targets_.size() == 2 ? targets_[0] : Tensor());
+    out.y = gather(y_, n, d_rows_ + offsets_[b], targets_.size() == 2 ? targets_[1] : Tensor());
     out.epoch = epoch_;
     out.index_in_epoch = int64_t(b);
     out.indices = batches_[b];
@@ -253,6 +253,11 @@ class DeviceCacheSource final : public BatchSource {
     return buf;
   }
   size_t device_bytes() const override { return x_.data.nbytes() + y_.data.nbytes(); }
+  void gather_into(const std::vector<Tensor>& buffers) override {
+    TG_CHECK(buffers.size() == 2, "device cache: gather_into takes the x and y buffers, got ",
+             buffers.size(), " tensors");
+    targets_ = buffers;
+  }
 
  private:
   // The cached rows of x or y: elements of the batch dtype, or (half-width data, half the memory)
@@ -327,11 +332,16 @@ class DeviceCacheSource final : public BatchSource {
              reader_.options().path, "'");
   }
 
-  Tensor gather(const Cached& c, int64_t n, const int64_t* rows) const {
+  // Rows `rows` (n of them, on the device) of the cache as a batch: in `target` when it has the
+  // batch's shape and dtype (ordered after its last reader: both on the compute stream), else new.
+  Tensor gather(const Cached& c, int64_t n, const int64_t* rows, Tensor target) const {
     Shape s = c.shape;
     s[0] = n;
     const DType dt = reader_.options().dtype;
-    Tensor out = Tensor::empty(s, dt, Device::CUDA);
+    const bool reuse = target.defined() && target.shape() == s && target.dtype() == dt &&
+                       target.device() == Device::CUDA;
+    Tensor out = reuse ? target : Tensor::empty(s, dt, Device::CUDA);
+    if (reuse) out.bump_version();
     if (c.half())
       gather_widen_rows_cuda(out.raw_data(), dt, c.bits(0), c.type, rows, n, c.row_elems);
     else
@@ -357,6 +367,7 @@ class DeviceCacheSource final : public BatchSource {
   Event uploaded_;
   std::vector<std::vector<int64_t>> batches_, val_;
   std::vector<size_t> offsets_;
+  std::vector<Tensor> targets_;  // gather_into's buffers (x, y), or none
   size_t next_ = 0, next_val_ = 0;
   int64_t epoch_ = 0;
 };

@@ -361,6 +361,7 @@ TrainResult Trainer::Impl::run() {
           return loss;
         },
         &opt, model->parameters());
+    source->gather_into(captured->static_inputs());  // full batches land where the graph reads
     say("tg-train: the training step runs as a CUDA graph (--cuda-graph " + cfg.cuda_graph +
         "; off runs it op by op)");
   }
@@ -384,6 +385,8 @@ TrainResult Trainer::Impl::run() {
       std::to_string(model->kernel_size()) + ", " + std::to_string(model->num_groups()) +
       " groups; " + device_name(device) + " " + dtype_name(dtype) + "; " +
       std::to_string(total_steps) + " steps; batches: " + source->describe());
+  if (source->describe() == "host" || source->describe() == "streaming")
+    say("tg-train: reading " + reader.direct_info());  // direct pread()s, or through HDF5 and why
   if (resumed && (point.step >= total_steps || point.epoch >= cfg.epochs))
     say("tg-train: " + cfg.resume + " is at step " + std::to_string(point.step) + " (epoch " +
         std::to_string(point.epoch + 1) + "): nothing is left to do with --epochs " +

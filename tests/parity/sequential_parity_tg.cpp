@@ -4,7 +4,8 @@
 //   tg-sequential-parity --dir D --optimizer adamw|sgd --device cpu|cuda
 // writes D/manifest.txt ("name d0,d1,..." per parameter, then x and t), D/init/<name>.bin,
 // D/x.bin, D/t.bin (float32, raw), then D/<optimizer>_<device>/<name>.bin after the steps and
-// D/<optimizer>_<device>/losses.txt (one loss per step, before its update).
+// D/<optimizer>_<device>/losses.txt (one loss per step, before its update). Strict float32 on CUDA
+// (TF32 off): the comparison is against PyTorch in float64 at 1e-5.
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "nn/conv_block.h"
 #include "nn/linear.h"
 #include "nn/sequential.h"
+#include "ops/conv2d.h"
 #include "ops/mse_loss.h"
 #include "ops/reduce.h"
 #include "optim/adamw.h"
@@ -72,6 +74,7 @@ int main(int argc, char** argv) {
   }
   try {
     const Device dev = parse_device(device_s);
+    ops::conv::set_allow_tf32(false);
     Generator gen(5);
     Net net(gen);
     Tensor x = Tensor::rand({4, 3, 10, 10}, gen);
