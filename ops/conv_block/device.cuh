@@ -11,10 +11,7 @@ using uint32_t = unsigned int;
 
 namespace tg::ops::detail {
 
-// expf (2 ulp) and a correctly rounded division, as the unfused sigmoid (ops/bias_scale_sigmoid.cu):
-// the backward subtracts the group mean from it, which turns __expf's error (up to ~10 ulp for
-// |u| ~ 8) into 3-7x the composition's gradient error on one-channel groups (seen on the H200).
-__device__ __forceinline__ float sigmoidf(float u) { return 1.0f / (1.0f + expf(-u)); }
+__device__ __forceinline__ float sigmoidf(float u) { return __fdividef(1.0f, 1.0f + __expf(-u)); }
 
 
 // Starts copying the input tile (Cin x IH x IW, zero outside the image) of sample n at (iy0, ix0)

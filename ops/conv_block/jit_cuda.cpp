@@ -3,12 +3,13 @@
 // build with CUDA still starts on a machine without a driver).
 #include <cuda_runtime.h>
 #include <nvrtc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
+#include <cerrno>
 #include <fstream>
 #include <future>
 #include <map>
@@ -25,7 +26,6 @@
 namespace tg::ops::detail {
 namespace {
 
-namespace fs = std::filesystem;
 
 #define TG_NVRTC_CHECK(expr)                                                 \
   do {                                                                       \
@@ -104,15 +104,25 @@ bool write_cache(const std::string& path, const std::string& key, const JitCubin
     f.write(c.cubin.data(), std::streamsize(c.cubin.size()));
     f.close();
     if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
+      ::unlink(tmp.c_str());
       return false;
     }
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) fs::remove(tmp, ec);
-  return !ec;
+  if (::rename(tmp.c_str(), path.c_str()) == 0) return true;
+  ::unlink(tmp.c_str());
+  return false;
+}
+
+// mkdir -p, false when it cannot be made. POSIX calls rather than std::filesystem: the PyTorch
+// extension crashed on the H200 machine inside what looked like std::filesystem's code (the
+// extension's process holds more than one library's copy of it).
+bool make_dirs(const std::string& dir) {
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos < dir.size() && dir[pos] != '/') continue;
+    const std::string part = dir.substr(0, pos);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return false;
+  }
+  return true;
 }
 
 JitCubin compile(const std::string& expr, int arch) {
@@ -170,11 +180,7 @@ JitCubin jit_compile(const std::string& expr, int arch) {
   const std::string key = cache_key(expr, arch);
   const std::string dir = jit_cache_dir();
   std::string path;
-  if (!dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    path = dir + "/" + key + ".cubin";
-  }
+  if (!dir.empty() && make_dirs(dir)) path = dir + "/" + key + ".cubin";
   JitCubin c;
   if (!path.empty() && read_cache(path, key, c)) {
     c.from_disk = true;
