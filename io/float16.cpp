@@ -58,13 +58,15 @@ void narrow_to_half(ElementType t, const float* src, uint16_t* dst, size_t n) {
 }
 
 int64_t first_nonfinite_half(ElementType t, const uint16_t* p, size_t n) {
+  // Non-finite: all exponent bits set, i.e. |bits| >= the infinity's. Per block, the largest
+  // |bits| (a max reduction, which vectorises) says whether to look for the first one.
   const uint16_t limit = t == ElementType::Float16 ? 0x7c00u : 0x7f80u;
-  constexpr size_t kBlock = 256;
+  constexpr size_t kBlock = 512;
   for (size_t base = 0; base < n; base += kBlock) {
     const size_t end = std::min(n, base + kBlock);
-    bool any = false;
-    for (size_t i = base; i < end; ++i) any |= (p[i] & 0x7fffu) >= limit;
-    if (!any) continue;
+    uint16_t m = 0;
+    for (size_t i = base; i < end; ++i) m = std::max<uint16_t>(m, p[i] & 0x7fffu);
+    if (m < limit) continue;
     for (size_t i = base; i < end; ++i) {
       if ((p[i] & 0x7fffu) >= limit) return int64_t(i);
     }

@@ -44,9 +44,11 @@ if [ "$MODE" = cpu ]; then
     build-cpu/examples/tg-bench --device cpu --batch 32 $shape --groups 8 --items train_step \
       --reps 20 --json "$OUT/e2e-cpu-step.json" >"$OUT/e2e-cpu-step-$r.log" 2>&1
     s=$("$PY" -c "import json; d=json.load(open('$OUT/e2e-cpu-step.json')); print('%.0f' % (32e3 / d['results']['custom']['train_step']['median_ms']))" 2>/dev/null || echo "-")
-    build-cpu/examples/tg-train --data "$DATA" $common --output /tmp/e2e-cpu-run >"$OUT/e2e-cpu-train-$r.log" 2>&1
+    # float32 and float16 in alternating order (the second run of a round tends to be slower)
+    run32() { build-cpu/examples/tg-train --data "$DATA" $common --output /tmp/e2e-cpu-run >"$OUT/e2e-cpu-train-$r.log" 2>&1; }
+    run16() { build-cpu/examples/tg-train --data "$DATA16" $common --output /tmp/e2e-cpu-run16 >"$OUT/e2e-cpu-train16-$r.log" 2>&1; }
+    if [ $((r % 2)) -eq 1 ]; then run32; run16; else run16; run32; fi
     t=$(rate_of /tmp/e2e-cpu-run)
-    build-cpu/examples/tg-train --data "$DATA16" $common --output /tmp/e2e-cpu-run16 >"$OUT/e2e-cpu-train16-$r.log" 2>&1
     t16=$(rate_of /tmp/e2e-cpu-run16)
     echo "round $r: step alone $s, tg-train float32 $t, float16 $t16 samples/s (load average $(cut -d' ' -f1 /proc/loadavg))"
     steps="$steps $s" trains="$trains $t" trains16="$trains16 $t16"
