@@ -20,6 +20,9 @@ case "${1:-}" in gpu | cpu) MODE=$1; shift ;; esac
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/out-e2e}
 mkdir -p "$OUT"
+mem_of() {  # "peak GiB (cache GiB)" of the last epoch record of a run's metrics.jsonl
+  "$PY" -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; e=[x for x in r if x.get('type')=='epoch'][-1]; g=2**30; print('%.2f (%.2f)' % (e.get('gpu_peak_bytes', 0) / g, e.get('data_cache_bytes', 0) / g))" "$1/metrics.jsonl" 2>/dev/null || echo "-"
+}
 rate_of() {  # samples/s of the last epoch record of a run's metrics.jsonl
   "$PY" -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; e=[x for x in r if x.get('type')=='epoch']; print('%.0f' % e[-1]['samples_per_s'])" "$1/metrics.jsonl" 2>/dev/null || echo "-"
 }
@@ -77,6 +80,18 @@ fi
 [ -f "$DATA" ] || "$PY" bench/make_e2e_data.py --output "$DATA" --samples "$N" | tee "$OUT/e2e-data.log"
 [ -f "$DATA16" ] || "$PY" bench/make_e2e_data.py --output "$DATA16" --samples "$N" --dtype float16 | tee -a "$OUT/e2e-data.log"
 cat "$DATA" "$DATA16" >/dev/null  # into the page cache, as in the issue's measurement
+# The machine's read rate from the page cache with 16 parallel readers (dd over 16 slices of the
+# file): the ceiling of any streaming from this file.
+read_rate() {
+  local f=$1 size; size=$(stat -c %s "$f")
+  local slice=$(((size / 16 + 1048575) / 1048576)) t0 t1
+  t0=$(date +%s.%N)
+  for i in $(seq 0 15); do dd if="$f" of=/dev/null bs=1M skip=$((i * slice)) count=$slice 2>/dev/null & done
+  wait
+  t1=$(date +%s.%N)
+  "$PY" -c "print('%.1f' % ($size / ($t1 - $t0) / 1e9))"
+}
+READ=$(read_rate "$DATA")
 
 common="--epochs 3 --batch-size 128 --val-fraction 0 --log-every 1000 --device cuda --overwrite"
 build-gpu/examples/tg-train --data "$DATA" $common --data-cache device --output /tmp/e2e-device >"$OUT/e2e-device.log" 2>&1
@@ -100,12 +115,13 @@ SAMPLE_BYTES=$(sample_bytes "$DATA")
 {
   echo "| item | samples/s |"
   echo "| --- | ---: |"
-  echo "| tg-train, device-resident | $DEV |"
-  echo "| tg-train, device-resident, float16 data (16-bit cache) | $DEV16 |"
-  echo "| tg-train, streaming float32 | $STREAM |"
+  echo "| tg-train, device-resident (GPU peak GiB (cache GiB): $(mem_of /tmp/e2e-device)) | $DEV |"
+  echo "| tg-train, device-resident, float16 data (16-bit cache; $(mem_of /tmp/e2e-device16)) | $DEV16 |"
+  echo "| tg-train, streaming float32 ($(mem_of /tmp/e2e-stream)) | $STREAM |"
   echo "| tg-train, streaming float16 ($(sample_bytes "$DATA16") bytes a sample) | $STREAM16 ($("$PY" -c "print('%.2fx float32' % (float('$STREAM16') / float('$STREAM')))" 2>/dev/null || echo -)) |"
   echo "| training step alone (tg-bench, 128 / median ms) | $STEP |"
   echo "| pinned host-to-device bandwidth, as samples/s of $SAMPLE_BYTES bytes | $("$PY" -c "print('%.0f' % (float('${H2D:-0}') / $SAMPLE_BYTES))") ($("$PY" -c "print('%.1f' % (float('${H2D:-0}') / 1e9))") GB/s) |"
+  echo "| page-cache read rate of the float32 file, 16 readers, as samples/s | $("$PY" -c "print('%.0f' % (float('$READ') * 1e9 / $SAMPLE_BYTES))" 2>/dev/null || echo -) ($READ GB/s) |"
   echo "| PyTorch DataLoader over h5py, 8 workers | $DL8 |"
   echo "| PyTorch DataLoader over h5py, 16 workers | $DL16 |"
   echo "| PyTorch device-resident, compiled | $RES |"

@@ -113,9 +113,8 @@ bool write_cache(const std::string& path, const std::string& key, const JitCubin
   return false;
 }
 
-// mkdir -p, false when it cannot be made. POSIX calls rather than std::filesystem: the PyTorch
-// extension crashed on the H200 machine inside what looked like std::filesystem's code (the
-// extension's process holds more than one library's copy of it).
+// mkdir -p with POSIX calls (as the rest of the library: no std::filesystem); false when it
+// cannot be made.
 bool make_dirs(const std::string& dir) {
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos < dir.size() && dir[pos] != '/') continue;
