@@ -113,8 +113,7 @@ bool write_cache(const std::string& path, const std::string& key, const JitCubin
   return false;
 }
 
-// mkdir -p with POSIX calls (as the rest of the library: no std::filesystem); false when it
-// cannot be made.
+// mkdir -p with POSIX calls; false when the directory cannot be made.
 bool make_dirs(const std::string& dir) {
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos < dir.size() && dir[pos] != '/') continue;
