@@ -71,21 +71,48 @@ stage_interop() {
   local t0; t0=$(date +%s)
   # A crash prints its native stack (a SIGSEGV handler preloaded) and Python's (faulthandler).
   cat >/tmp/segv.c <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <execinfo.h>
 #include <signal.h>
+#include <stdio.h>
+#include <ucontext.h>
 #include <unistd.h>
-static void on_segv(int sig) {
+/* Prints each frame as "segv-frame MODULE OFFSET" (for addr2line), the faulting PC first. */
+static void frame(void* a) {
+  Dl_info d;
+  if (dladdr(a, &d) && d.dli_fname)
+    fprintf(stderr, "segv-frame %s 0x%lx\n", d.dli_fname, (unsigned long)((char*)a - (char*)d.dli_fbase));
+  else
+    fprintf(stderr, "segv-frame ? %p\n", a);
+}
+static void on_segv(int sig, siginfo_t* si, void* ctx) {
+  ucontext_t* uc = (ucontext_t*)ctx;
+  fprintf(stderr, "segv: fault address %p\n", si->si_addr);
+  frame((void*)uc->uc_mcontext.gregs[REG_RIP]);
   void* f[64];
   int n = backtrace(f, 64);
-  backtrace_symbols_fd(f, n, 2);
+  for (int i = 0; i < n; ++i) frame(f[i]);
   signal(sig, SIG_DFL);
   raise(sig);
 }
-__attribute__((constructor)) static void install(void) { signal(SIGSEGV, on_segv); }
+__attribute__((constructor)) static void install(void) {
+  struct sigaction sa = {0};
+  sa.sa_sigaction = on_segv;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGSEGV, &sa, 0);
+}
 C
   gcc -shared -fPIC -o /tmp/segv.so /tmp/segv.c
-  PYTHONFAULTHANDLER=1 LD_PRELOAD=/tmp/segv.so timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1
+  LD_PRELOAD=/tmp/segv.so timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1
   note "tapegrad_torch (CUDA) tests: rc=$? ($(($(date +%s) - t0)) s) $(grep -E '^(OK|FAILED|Ran)' "$L/python.log" | tr '\n' ' ')"
+  # A crash's frames as functions and lines (the extension has -g; libtapegrad's symbols are there).
+  grep -E '^segv' "$L/python.log" | head -24 | while read -r tag mod off; do
+    case "$mod" in
+      *.so) echo "$tag $mod $off $(addr2line -f -C -e "$mod" "$off" 2>/dev/null | tr '\n' ' ')" ;;
+      *) echo "$tag $mod $off" ;;
+    esac
+  done | tee -a "$S"
   grep -E "^(FAIL|ERROR):|Fatal Python|^/.*\\[0x|File \"" "$L/python.log" | head -40 | tee -a "$S"
   # ModelNew and Model eager at every sweep shape (the compiled Model of the same call is the sweep
   # stage's); with torch.compile too at the reference and small sizes.
