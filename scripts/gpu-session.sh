@@ -114,6 +114,12 @@ C
     esac
   done | tee -a "$S"
   grep -E "^(FAIL|ERROR):|Fatal Python|^/.*\\[0x|File \"" "$L/python.log" | head -40 | tee -a "$S"
+  # After a crash, the same tests without the runtime-compiled kernels (TG_DIRECT_KERNELS=0: the
+  # epilogue path), which tells whether they are what crashes.
+  if grep -q '^segv' "$L/python.log"; then
+    TG_DIRECT_KERNELS=0 LD_PRELOAD=/tmp/segv.so timeout 200 scripts/build-python.sh --test build-gpu >"$L/python-nodirect.log" 2>&1
+    note "tapegrad_torch (CUDA) tests with TG_DIRECT_KERNELS=0: rc=$? $(grep -E '^(OK|FAILED|Ran)' "$L/python-nodirect.log" | tr '\n' ' ')"
+  fi
   # ModelNew and Model eager at every sweep shape (the compiled Model of the same call is the sweep
   # stage's); with torch.compile too at the reference and small sizes.
   PYTHONPATH=python timeout 150 python3 bench/modelnew_bench.py --compile-mode none --json "$L/modelnew.json" >"$L/modelnew.md" 2>"$L/modelnew.err"

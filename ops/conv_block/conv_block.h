@@ -59,7 +59,9 @@ ConvBlockPlan conv_block_can_implement(const Tensor& x, const ConvBlockParams& p
 const char* conv_block_path_name(ConvBlockPath path);
 
 /// Process-wide: with false, blocks that the direct kernels handle take the epilogue path (for
-/// tests and benchmarks that compare the two; default true).
+/// tests and benchmarks that compare the two). Default true, or false when the environment
+/// variable TG_DIRECT_KERNELS is 0 / off / false at the first use (where the runtime compilation
+/// of the direct kernels cannot work).
 void conv_block_set_direct_enabled(bool value);
 bool conv_block_direct_enabled();
 

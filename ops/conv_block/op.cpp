@@ -5,6 +5,7 @@
 // CPU path's node (its passes: ops/conv_block/cpu.cpp), and the composition of the unfused ops for
 // everything else.
 #include <atomic>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -640,7 +641,12 @@ std::string direct_check(int cin, int cout, int k, bool tf32) {
 }
 #endif
 
-std::atomic<bool> g_direct_enabled{true};
+// Whether blocks the direct kernels handle take them: TG_DIRECT_KERNELS at the first use, then
+// conv_block_set_direct_enabled.
+std::atomic<bool>& direct_enabled_flag() {
+  static std::atomic<bool> flag{detail::direct_kernels_env_enabled(std::getenv("TG_DIRECT_KERNELS"))};
+  return flag;
+}
 
 ConvBlockPlan plan(const Tensor& x, const ConvBlockParams& p, const Tensor* target) {
   using P = ConvBlockPath;
@@ -664,8 +670,9 @@ ConvBlockPlan plan(const Tensor& x, const ConvBlockParams& p, const Tensor* targ
                                 std::to_string(znumel) +
                                 ": the fused kernels index with 32 bits (at most 2^31 - 1)"};
 #ifdef TG_WITH_CUDA
-  if (!g_direct_enabled.load())
-    return {P::EpilogueCuda, "direct: disabled (conv_block_set_direct_enabled)"};
+  if (!direct_enabled_flag().load())
+    return {P::EpilogueCuda,
+            "direct: disabled (TG_DIRECT_KERNELS=0 or conv_block_set_direct_enabled(false))"};
   const std::string why = direct_check(int(x.size(1)), int(cout), int(k), conv::allow_tf32());
   if (why.empty()) return {P::DirectCuda, ""};
   return {P::EpilogueCuda, "direct: " + why};
@@ -725,8 +732,16 @@ ConvBlockPlan conv_block_can_implement(const Tensor& x, const ConvBlockParams& p
   return plan(x, p, &target);
 }
 
-void conv_block_set_direct_enabled(bool value) { g_direct_enabled.store(value); }
-bool conv_block_direct_enabled() { return g_direct_enabled.load(); }
+void conv_block_set_direct_enabled(bool value) { direct_enabled_flag().store(value); }
+bool conv_block_direct_enabled() { return direct_enabled_flag().load(); }
+
+bool detail::direct_kernels_env_enabled(const char* value) {
+  if (value == nullptr || *value == '\0') return true;
+  const std::string v = value;
+  if (v == "1" || v == "on" || v == "true") return true;
+  if (v == "0" || v == "off" || v == "false") return false;
+  TG_THROW("TG_DIRECT_KERNELS: expected 1, on, true (the default) or 0, off, false, got '", v, "'");
+}
 
 bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {
   return conv_block_can_implement(x, p).path == ConvBlockPath::DirectCuda;

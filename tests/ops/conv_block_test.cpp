@@ -18,9 +18,7 @@
 #include "ops/mse_loss.h"
 #include "naive_block.h"
 #include "test_utils.h"
-#ifdef TG_WITH_CUDA
 #include "ops/conv_block/kernels.h"
-#endif
 
 using namespace tg;
 
@@ -781,3 +779,15 @@ TEST(ConvBlockCudaDirect, RandomShapesMatchFloat64Composition) {
   ops::conv::set_allow_tf32(true);
 }
 #endif  // TG_WITH_CUDA
+
+// TG_DIRECT_KERNELS, the escape hatch from the runtime-compiled kernels: its accepted values, and a
+// clear error for any other.
+TEST(ConvBlockPlan, DirectKernelsEnvironmentSwitch) {
+  using ops::detail::direct_kernels_env_enabled;
+  EXPECT_TRUE(direct_kernels_env_enabled(nullptr));
+  EXPECT_TRUE(direct_kernels_env_enabled(""));
+  for (const char* on : {"1", "on", "true"}) EXPECT_TRUE(direct_kernels_env_enabled(on)) << on;
+  for (const char* off : {"0", "off", "false"}) EXPECT_FALSE(direct_kernels_env_enabled(off)) << off;
+  EXPECT_ERROR_HAS(direct_kernels_env_enabled("maybe"), "TG_DIRECT_KERNELS", "0, off, false",
+                   "got 'maybe'");
+}
