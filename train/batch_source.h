@@ -52,6 +52,9 @@ class BatchSource {
   virtual std::string describe() const = 0;
   /// Device bytes this source holds itself (the cache, or the two streaming buffers).
   virtual size_t device_bytes() const = 0;
+  /// True for the device cache (the whole dataset on the GPU); false where batches are read from
+  /// the file every epoch (host, streaming).
+  virtual bool device_resident() const { return false; }
   /// Asks the source to build full-size training batches in these buffers (x, y) from now on where
   /// it builds batches on the device anyway (the device cache: straight into a CUDA graph's static
   /// inputs, which saves the graph a copy of every batch). Such a batch then stays valid only until

@@ -253,6 +253,7 @@ class DeviceCacheSource final : public BatchSource {
     return buf;
   }
   size_t device_bytes() const override { return x_.data.nbytes() + y_.data.nbytes(); }
+  bool device_resident() const override { return true; }
   void gather_into(const std::vector<Tensor>& buffers) override {
     TG_CHECK(buffers.size() == 2, "device cache: gather_into takes the x and y buffers, got ",
              buffers.size(), " tensors");

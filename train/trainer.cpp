@@ -341,15 +341,14 @@ TrainResult Trainer::Impl::run() {
                                      "a step's memory"));
   const double load_start = now_s();
   std::unique_ptr<BatchSource> source = make_batch_source(reader, device, bo);
-  if (source->device_bytes() > 0 && source->describe() != "streaming")
+  if (source->device_resident())
     say("tg-train: data on the GPU: " + source->describe() + ", loaded in " +
         std::to_string(now_s() - load_start) + " s");
 
   // The step as a CUDA graph (train/captured_step.h): forward, loss and backward on static input
   // buffers of a full batch, the optimizer after it. Other batches (an uneven last one) run eagerly.
   std::unique_ptr<CapturedStep> captured;
-  if (resolve_cuda_graph(cfg.cuda_graph, device, group != nullptr,
-                         source->describe() != "streaming")) {
+  if (resolve_cuda_graph(cfg.cuda_graph, device, group != nullptr, source->device_resident())) {
     Shape xs = info.x_shape, ys = info.y_shape;
     xs[0] = ys[0] = cfg.batch_size;
     captured = std::make_unique<CapturedStep>(
@@ -385,7 +384,7 @@ TrainResult Trainer::Impl::run() {
       std::to_string(model->kernel_size()) + ", " + std::to_string(model->num_groups()) +
       " groups; " + device_name(device) + " " + dtype_name(dtype) + "; " +
       std::to_string(total_steps) + " steps; batches: " + source->describe());
-  if (source->describe() == "host" || source->describe() == "streaming")
+  if (!source->device_resident())
     say("tg-train: reading " + reader.direct_info());  // direct pread()s, or through HDF5 and why
   if (resumed && (point.step >= total_steps || point.epoch >= cfg.epochs))
     say("tg-train: " + cfg.resume + " is at step " + std::to_string(point.step) + " (epoch " +
