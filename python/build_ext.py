@@ -72,12 +72,39 @@ def main():
         libraries=libraries,
         extra_objects=[lib],
         extra_compile_args=["-O2", "-std=c++17", "-Wno-deprecated-declarations"],
-        extra_link_args=["-fopenmp"] + [f"-Wl,-rpath,{d}" for d in library_dirs],
+        # --exclude-libs: the symbols of the static archives (libtapegrad.a, and libstdc++.a where
+        # the compiler links libstdc++ statically, as the H200 image's /opt/gcc does) stay private to
+        # the extension. Exported, a private libstdc++'s data (locale facet ids) is interposed by the
+        # libstdc++.so that torch loaded, while its functions stay ours: `ostream << long` then calls
+        # the wrong facet and segfaults.
+        extra_link_args=["-fopenmp", "-Wl,--exclude-libs,ALL"] + [f"-Wl,-rpath,{d}" for d in library_dirs],
     )
     os.chdir(HERE)
     setup(name="tapegrad_torch", ext_modules=[ext], cmdclass={"build_ext": BuildExtension},
           script_args=["build_ext", "--inplace", "--build-temp",
                        os.path.join(build_dir, "python-ext")])
+    check_private_archives(os.path.join(HERE, "tapegrad_torch"))
+
+
+def check_private_archives(package_dir):
+    """Fails the build when the extension exports symbols of a private C++ runtime,
+    which the process's other copies would interpose (a crash at run time instead of here)."""
+    import glob
+    import subprocess
+    for so in glob.glob(os.path.join(package_dir, "_C*.so")):
+        try:
+            syms = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True,
+                                  check=True).stdout.split("\n")
+        except (OSError, subprocess.CalledProcessError):
+            print("build_ext.py: nm not available; the exported-symbol check is skipped")
+            return
+        leaked = [l.split()[-1] for l in syms if l.split() and
+                  l.split()[-1].startswith(("_ZNSt6locale", "_ZNSo9_M_insert"))]
+        if leaked:
+            sys.exit(f"build_ext.py: {so} exports {len(leaked)} symbols of libstdc++ "
+                     f"(e.g. {leaked[0]}); they would be interposed by the copies torch loads. The "
+                     "linker must support -Wl,--exclude-libs,ALL (GNU ld, gold, lld)")
+        print(f"build_ext.py: {os.path.basename(so)} exports no libstdc++ symbols")
 
 
 if __name__ == "__main__":

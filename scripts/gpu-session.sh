@@ -106,6 +106,7 @@ C
   gcc -shared -fPIC -o /tmp/segv.so /tmp/segv.c
   LD_PRELOAD=/tmp/segv.so timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1
   note "tapegrad_torch (CUDA) tests: rc=$? ($(($(date +%s) - t0)) s) $(grep -E '^(OK|FAILED|Ran)' "$L/python.log" | tr '\n' ' ')"
+  note "extension: $(grep -E 'exports|compiling and linking' "$L/python.log" | head -2 | tr '\n' ' ') NEEDED libstdc++: $(readelf -d python/tapegrad_torch/_C*.so | grep -c 'libstdc++') ($(g++ -print-file-name=libstdc++.so))"
   # A crash's frames as functions and lines (the extension has -g; libtapegrad's symbols are there).
   grep -E '^segv' "$L/python.log" | head -24 | while read -r tag mod off; do
     case "$mod" in
