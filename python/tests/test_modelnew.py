@@ -130,6 +130,33 @@ class ModelNewTest(unittest.TestCase):
                         with self.subTest(device=device, dtype=dtype, shape=shape):
                             self.check_equal(shape, dtype, device)
 
+    @unittest.skipUnless(torch is not None and torch.cuda.is_available(), "needs a CUDA device")
+    def test_tf32_is_followed_and_within_its_precision(self):
+        """With torch's TF32 switch on (cudnn.allow_tf32, its default) ModelNew convolves in TF32
+        too (a 10-bit mantissa): within about 1e-3 of the float64 truth, output and every gradient.
+        Strict float32 is ~1e-7 off in the output, so a wide shape (Cin 16: long dot products)
+        shows that the switch reached tapegrad."""
+        prev = torch.backends.cudnn.allow_tf32
+        self.addCleanup(setattr, torch.backends.cudnn, "allow_tf32", prev)
+        shape = (2, 16, 32, 14, 13, 3, 8)  # fused CUDA
+        gen = torch.Generator().manual_seed(5)
+        n, cin, cout, h, w, k, g = shape
+        x = torch.randn(n, cin, h, w, generator=gen).cuda()
+        r = torch.randn(n, cout, h - k + 1, w - k + 1, generator=gen).cuda()
+        errors = {}
+        for tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = tf32
+            ref, new = make_pair(shape, torch.float32, "cuda")
+            self.assertEqual(new.path(x), "fused CUDA")
+            got = self.run_model(new, x, r)
+            truth = self.run_model(ref.double(), x.double(), r.double())
+            errors[tf32] = [rel(a, t) for a, t in zip(got, truth)]
+        names = ["output", "x.grad"] + [name for name, _ in new.named_parameters()]
+        for name, on in zip(names, errors[True]):
+            self.assertLess(on, 3e-3, f"{name} with TF32")
+        # The conv weight's gradient and the output carry the TF32 rounding of the convolution.
+        self.assertGreater(errors[True][0], 10 * errors[False][0], "TF32 was not used")
+
     def test_paths(self):
         _, new = make_pair(SHAPES[0], torch.float64, "cpu")
         self.assertEqual(new.path(torch.randn(2, 3, 9, 11, dtype=torch.float64)), "fused CPU")
