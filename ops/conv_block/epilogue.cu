@@ -5,8 +5,9 @@
 //   reduce          one CTA per (chunk, c, n) of a channel plane: sum (y-t)^2, sum dy, sum dy * xhat
 //                   (dy from the MSE loss, or given), float4 loads; partials, no atomics.
 //   reduce_finalize the loss and, per (n, g), A = sum dy*gamma, B = sum dy*gamma*xhat; per channel
-//                   dgamma, dbeta (fixed order, double).
-//   backward_finalize  per-CTA weight-gradient and bias/scale partials summed in fixed order.
+//                   dgamma, dbeta (fixed order, double; a warp per output for long sums).
+//   backward_finalize  per-CTA weight-gradient and bias/scale partials summed in fixed order
+//                   (32 outputs x 32 partial rows per block).
 #include "../../core/cuda_reduce.cuh"
 #include "../../core/cuda_utils.h"
 #include "device.cuh"
@@ -112,57 +113,89 @@ __global__ void reduce_kernel(const float* __restrict__ z, const float* __restri
   }
 }
 
-// One block. dscale multiplies sums of d into sums of dy (2/numel for the loss, 1 for a given dy).
+// One block of 1024 threads. dscale multiplies sums of d into sums of dy (2/numel for the loss, 1
+// for a given dy). Every sum is over a fixed assignment of partials to threads and a fixed
+// reduction tree, so the results are the same bits on every run. Sums of more than
+// kSerialTerms partials are spread over the 32 lanes of a warp (one warp per output), shorter ones
+// run serially in one thread (one thread per output): a long serial chain of dependent loads is what
+// made this kernel ~20 us at the small size.
+constexpr int kSerialTerms = 48;
+
 __global__ void reduce_finalize_kernel(const float* __restrict__ part, int N, int C, int G, int S,
                                        const float* __restrict__ gamma, double dscale,
                                        double loss_scale, float* __restrict__ loss,
                                        float* __restrict__ A, float* __restrict__ B,
                                        float* __restrict__ dgamma, float* __restrict__ dbeta) {
-  __shared__ double sh[1024];
-  const int t = threadIdx.x;
+  __shared__ double scratch[32];
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
   if (loss) {
     double v = 0;
     for (int i = t; i < N * C * S; i += blockDim.x) v += part[size_t(i) * 3];
-    sh[t] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-      if (t < s) sh[t] += sh[t + s];
-      __syncthreads();
-    }
-    if (t == 0) *loss = float(sh[0] * loss_scale);
+    v = block_sum(v, scratch);
+    if (t == 0) *loss = float(v * loss_scale);
   }
-  const int D = C / G;
-  for (int i = t; i < N * G; i += blockDim.x) {
-    const int n = i / G, g = i % G;
-    double a = 0, b = 0;
-    for (int c = g * D; c < (g + 1) * D; ++c) {
-      double sa = 0, sb = 0;
-      for (int s = 0; s < S; ++s) {
-        const float* p = part + ((size_t(n) * C + c) * S + s) * 3;
-        sa += p[1];
-        sb += p[2];
-      }
-      a += gamma[c] * sa;
-      b += gamma[c] * sb;
+  // Per (n, g): A = sum over the group's channels c and chunks s of gamma[c] * part[n, c, s][1],
+  // B the same of part[..][2].
+  const int D = C / G, terms = D * S;
+  auto ab_term = [&](int n, int g, int j, double& a, double& b) {
+    const int c = g * D + j / S, s = j % S;
+    const float* p = part + ((size_t(n) * C + c) * S + s) * 3;
+    a += double(gamma[c]) * p[1];
+    b += double(gamma[c]) * p[2];
+  };
+  if (terms <= kSerialTerms) {
+    for (int i = t; i < N * G; i += blockDim.x) {
+      double a = 0, b = 0;
+      for (int j = 0; j < terms; ++j) ab_term(i / G, i % G, j, a, b);
+      A[i] = float(a * dscale);
+      B[i] = float(b * dscale);
     }
-    A[i] = float(a * dscale);
-    B[i] = float(b * dscale);
-  }
-  for (int c = t; c < C; c += blockDim.x) {
-    double db = 0, dg = 0;
-    for (int n = 0; n < N; ++n)
-      for (int s = 0; s < S; ++s) {
-        const float* p = part + ((size_t(n) * C + c) * S + s) * 3;
-        db += p[1];
-        dg += p[2];
+  } else {
+    for (int i = warp; i < N * G; i += nwarps) {
+      double a = 0, b = 0;
+      for (int j = lane; j < terms; j += 32) ab_term(i / G, i % G, j, a, b);
+      a = warp_sum(a);
+      b = warp_sum(b);
+      if (lane == 0) {
+        A[i] = float(a * dscale);
+        B[i] = float(b * dscale);
       }
-    dbeta[c] = float(db * dscale);
-    dgamma[c] = float(dg * dscale);
+    }
+  }
+  // Per channel: dbeta = sum over n and s of part[n, c, s][1], dgamma of part[..][2].
+  auto c_term = [&](int c, int j, double& db, double& dg) {
+    const float* p = part + ((size_t(j / S) * C + c) * S + j % S) * 3;
+    db += p[1];
+    dg += p[2];
+  };
+  if (N * S <= kSerialTerms) {
+    for (int c = t; c < C; c += blockDim.x) {
+      double db = 0, dg = 0;
+      for (int j = 0; j < N * S; ++j) c_term(c, j, db, dg);
+      dbeta[c] = float(db * dscale);
+      dgamma[c] = float(dg * dscale);
+    }
+  } else {
+    for (int c = warp; c < C; c += nwarps) {
+      double db = 0, dg = 0;
+      for (int j = lane; j < N * S; j += 32) c_term(c, j, db, dg);
+      db = warp_sum(db);
+      dg = warp_sum(dg);
+      if (lane == 0) {
+        dbeta[c] = float(db * dscale);
+        dgamma[c] = float(dg * dscale);
+      }
+    }
   }
 }
 
 // Sums per-CTA partials in fixed order: dW (WS values), d conv_bias = d bias, d scale; and scales the
-// forward-time GroupNorm parameter gradients by the output gradient.
+// forward-time GroupNorm parameter gradients by the output gradient. A block of 32 x 32 threads
+// takes 32 consecutive outputs (threadIdx.x: coalesced loads); its 32 rows (threadIdx.y) sum the
+// partials b = y, y + 32, ... and row 0 adds the 32 row sums in order: deterministic, and chains of
+// blocks / 32 loads instead of `blocks` (one serial thread per output took ~46 us at the small size).
+constexpr int kFinalizeRows = 32;
+
 __global__ void backward_finalize_kernel(const float* __restrict__ dw_part,
                                          const float* __restrict__ dbias_part,
                                          const float* __restrict__ dscale_part, int blocks, int WS,
@@ -170,25 +203,39 @@ __global__ void backward_finalize_kernel(const float* __restrict__ dw_part,
                                          const float* __restrict__ dbeta_u,
                                          const float* __restrict__ gout_ptr, float* dw, float* dcb,
                                          float* dbias, float* dscale, float* dgamma, float* dbeta) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  __shared__ double rows[2][kFinalizeRows][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int i = blockIdx.x * 32 + tx;
+  double v0 = 0, v1 = 0;
   if (i < WS) {
-    double v = 0;
-    for (int b = 0; b < blocks; ++b) v += dw_part[size_t(b) * WS + i];
-    if (dw) dw[i] = float(v);
+    for (int b = ty; b < blocks; b += kFinalizeRows) v0 += dw_part[size_t(b) * WS + i];
   } else if (i < WS + C) {
     const int c = i - WS;
-    double db = 0, ds = 0;
-    for (int b = 0; b < blocks; ++b) {
-      db += dbias_part[size_t(b) * C + c];
-      ds += dscale_part[size_t(b) * C + c];
+    for (int b = ty; b < blocks; b += kFinalizeRows) {
+      v0 += dbias_part[size_t(b) * C + c];
+      v1 += dscale_part[size_t(b) * C + c];
     }
-    if (dcb) dcb[c] = float(db);
-    if (dbias) dbias[c] = float(db);
-    if (dscale) dscale[c] = float(ds);
-    const float g = gout_ptr ? *gout_ptr : 1.0f;
-    if (dgamma) dgamma[c] = dgamma_u[c] * g;
-    if (dbeta) dbeta[c] = dbeta_u[c] * g;
   }
+  rows[0][ty][tx] = v0;
+  rows[1][ty][tx] = v1;
+  __syncthreads();
+  if (ty != 0 || i >= WS + C) return;
+  double s0 = 0, s1 = 0;
+  for (int r = 0; r < kFinalizeRows; ++r) {
+    s0 += rows[0][r][tx];
+    s1 += rows[1][r][tx];
+  }
+  if (i < WS) {
+    if (dw) dw[i] = float(s0);
+    return;
+  }
+  const int c = i - WS;
+  if (dcb) dcb[c] = float(s0);
+  if (dbias) dbias[c] = float(s0);
+  if (dscale) dscale[c] = float(s1);
+  const float g = gout_ptr ? *gout_ptr : 1.0f;
+  if (dgamma) dgamma[c] = dgamma_u[c] * g;
+  if (dbeta) dbeta[c] = dbeta_u[c] * g;
 }
 
 int reduce_chunks(int64_t HW) {
@@ -247,7 +294,7 @@ void conv_block_stats_finalize_cuda(const float* tile_stats, int NG, int tiles, 
 
 void conv_block_backward_finalize_cuda(const ConvBlockBackwardArgs& a, int blocks, int WS) {
   const int n = WS + a.cout;
-  backward_finalize_kernel<<<(n + 255) / 256, 256, 0, cuda::stream()>>>(
+  backward_finalize_kernel<<<(n + 31) / 32, dim3(32, kFinalizeRows), 0, cuda::stream()>>>(
       a.dw_part, a.dbias_part, a.dscale_part, blocks, WS, a.cout, a.dgamma_u, a.dbeta_u, a.gout,
       a.dweight, a.dconv_bias, a.dbias, a.dscale, a.dgamma, a.dbeta);
   TG_CUDA_CHECK_LAUNCH();
