@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <condition_variable>
@@ -195,6 +196,9 @@ class BufferPool {
   std::mutex mu_;
   std::vector<Tensor> items_;
 };
+
+/// The largest piece of a row one pread() reads (and its thread then checks for NaN/Inf).
+constexpr size_t kSegmentBytes = size_t(1) << 20;
 
 /// A piece of a batch read directly: `bytes` bytes at file offset `offset` into `dst`, holding
 /// elements [elem0, elem0 + bytes / element size) of batch row `row`.
@@ -401,9 +405,10 @@ struct DatasetReader::Impl {
       if (addr < 0) return false;  // an unwritten chunk: HDF5 supplies its fill value
       offsets[i] = addr + (rows[i] % r) * d.row_bytes;
     }
-    // Cut rows into segments of at most 4 MiB (whole elements) so that threads share big rows too.
+    // Cut rows into segments of at most kSegmentBytes (whole elements) so that threads share big
+    // rows too, and each segment is checked while it is still in the core's L2 cache.
     const size_t esize = element_size(mem);
-    const size_t max_seg = std::max<size_t>(esize, (size_t(4) << 20) / esize * esize);
+    const size_t max_seg = std::max<size_t>(esize, kSegmentBytes / esize * esize);
     const int64_t per = d.row_bytes / int64_t(esize);
     std::vector<Segment> segs;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -416,8 +421,11 @@ struct DatasetReader::Impl {
     // bad[s]: index of the first non-finite element of segment s, or -1.
     std::vector<int64_t> bad(segs.size(), -1);
     std::vector<double> bad_value(segs.size(), 0.0);
-    auto work = [&](size_t first, size_t last) {
-      for (size_t s = first; s < last; ++s) {
+    // Threads take segments in turn from a shared counter (a slow or descheduled thread delays
+    // the batch by one segment, not by its share of the batch).
+    std::atomic<size_t> next_seg{0};
+    auto work = [&] {
+      for (size_t s; (s = next_seg.fetch_add(1, std::memory_order_relaxed)) < segs.size();) {
         const Segment& g = segs[s];
         const size_t n = g.bytes / esize;
         pread_fully(fd, g.dst, g.bytes, g.offset, opt.path);
@@ -436,14 +444,14 @@ struct DatasetReader::Impl {
     const size_t by_bytes = std::max<size_t>(1, total / per_thread);
     const size_t nthreads = std::min({segs.size(), size_t(io_threads), by_bytes});
     if (nthreads <= 1) {
-      work(0, segs.size());
+      work();
     } else {
       std::vector<std::thread> threads;
       std::vector<std::exception_ptr> errors(nthreads);
       for (size_t t = 0; t < nthreads; ++t) {
         threads.emplace_back([&, t] {
           try {
-            work(segs.size() * t / nthreads, segs.size() * (t + 1) / nthreads);
+            work();
           } catch (...) {
             errors[t] = std::current_exception();
           }

@@ -104,7 +104,12 @@ build-gpu/examples/tg-train --data "$DATA16" $common --data-cache device --outpu
 DEV16=$(rate_of /tmp/e2e-device16)
 build-gpu/examples/tg-bench --sizes reference --items train_step --reps 20 --json "$OUT/e2e-step.json" >"$OUT/e2e-step.log" 2>&1
 STEP=$("$PY" -c "import json; d=json.load(open('$OUT/e2e-step.json')); print('%.0f' % (128e3 / d['results']['reference']['train_step']['median_ms']))" 2>/dev/null || echo "-")
-PYTHONUNBUFFERED=1 "$PY" bench/torch_e2e.py --data "$DATA" >"$OUT/e2e-torch.log" 2>&1
+# E2E_TORCH=0 leaves out the PyTorch rows (the DataLoader idiom takes a minute or two).
+if [ "${E2E_TORCH:-1}" != 0 ]; then
+  PYTHONUNBUFFERED=1 "$PY" bench/torch_e2e.py --data "$DATA" >"$OUT/e2e-torch.log" 2>&1
+else
+  PYTHONUNBUFFERED=1 "$PY" bench/torch_e2e.py --data "$DATA" --modes h2d >"$OUT/e2e-torch.log" 2>&1
+fi
 torch_val() { "$PY" -c "import json,sys; [print('%.0f' % (json.loads(l).get(sys.argv[2]) or 0)) for l in open(sys.argv[1]) if l.startswith('{') and json.loads(l)['item']==sys.argv[3]]" "$OUT/e2e-torch.log" "$@" 2>/dev/null | head -1; }
 H2D=$(torch_val value pinned_h2d_bytes_per_s)
 DL8=$(torch_val samples_per_s torch_dataloader_8_workers)
@@ -112,6 +117,14 @@ DL16=$(torch_val samples_per_s torch_dataloader_16_workers)
 RES=$(torch_val samples_per_s torch_resident_compiled)
 sample_bytes() { "$PY" -c "import h5py, numpy as np; f=h5py.File('$1','r'); print(sum(np.prod(f[k].shape[1:])*f[k].dtype.itemsize for k in ('x','y')))"; }
 SAMPLE_BYTES=$(sample_bytes "$DATA")
+# The ceiling of reading into page-locked memory on this machine (bench/read_rate.cpp): one batch
+# at a time, $(nproc) threads, 1 MiB preads; then also checked for NaN/Inf; then also overlapped
+# with the previous batch's copy to the GPU (what a perfect streaming design would reach).
+RR=/tmp/read_rate
+g++ -O2 -std=c++17 bench/read_rate.cpp -I/usr/local/cuda/include -L/usr/local/cuda/lib64 -lcudart -pthread -o $RR >"$OUT/e2e-read-rate.log" 2>&1
+rr() { $RR "$DATA" $((128 * SAMPLE_BYTES)) "$(nproc)" "$@" 2>>"$OUT/e2e-read-rate.log" || echo 0; }
+RR_READ=$(rr); RR_CHECK=$(rr check); RR_COPY=$(rr check copy)
+as_samples() { "$PY" -c "print('%.0f' % (float('$1') * 1e9 / $SAMPLE_BYTES))" 2>/dev/null || echo -; }
 {
   echo "| item | samples/s |"
   echo "| --- | ---: |"
@@ -122,6 +135,9 @@ SAMPLE_BYTES=$(sample_bytes "$DATA")
   echo "| training step alone (tg-bench, 128 / median ms) | $STEP |"
   echo "| pinned host-to-device bandwidth, as samples/s of $SAMPLE_BYTES bytes | $("$PY" -c "print('%.0f' % (float('${H2D:-0}') / $SAMPLE_BYTES))") ($("$PY" -c "print('%.1f' % (float('${H2D:-0}') / 1e9))") GB/s) |"
   echo "| page-cache read rate of the float32 file, 16 readers, as samples/s | $("$PY" -c "print('%.0f' % (float('$READ') * 1e9 / $SAMPLE_BYTES))" 2>/dev/null || echo -) ($READ GB/s) |"
+  echo "| read into a page-locked batch, $(nproc) threads (bench/read_rate.cpp) | $(as_samples "$RR_READ") ($RR_READ GB/s) |"
+  echo "| the same, checked for NaN/Inf | $(as_samples "$RR_CHECK") ($RR_CHECK GB/s) |"
+  echo "| the same, overlapped with the previous batch's copy to the GPU | $(as_samples "$RR_COPY") ($RR_COPY GB/s) |"
   echo "| PyTorch DataLoader over h5py, 8 workers | $DL8 |"
   echo "| PyTorch DataLoader over h5py, 16 workers | $DL16 |"
   echo "| PyTorch device-resident, compiled | $RES |"

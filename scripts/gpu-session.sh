@@ -7,6 +7,8 @@
 #   interop: tapegrad_torch's CUDA tests, ModelNew against Model at the sweep shapes, checkpoint parity
 #   e2e:     scripts/bench-e2e.sh gpu (issue 11's table)
 #   sweep:   scripts/bench.sh --sweep --no-autotune over SWEEP_SHAPES (default: the 9 of bench/shapes.py)
+#   final:   VERIFY ctests and the Python tests side by side, sanitizers on SANITIZE, tg-bench, e2e
+#            without the PyTorch rows
 # Usage: scripts/gpu-session.sh STAGE...   Logs: $OUT/logs.tgz; summary: $OUT/summary.txt (printed last).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -130,6 +132,32 @@ C
   note "modelnew bench (compile, reference and small): rc=$?"; cat "$L/modelnew-compile.md" >>"$S"
 }
 
+# One call for a session's last changes: the ctests matching $VERIFY and the Python tests at the same
+# time (GPU correctness, no timing), then memcheck and racecheck on $SANITIZE (gtest filter), then
+# tg-bench, then e2e without the PyTorch rows (E2E_TORCH=0).
+stage_final() {
+  local t0; t0=$(date +%s)
+  ( timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1; echo "rc=$?" >"$L/python.rc" ) &
+  local py=$!
+  timeout 200 ctest --test-dir build-gpu -j 8 --timeout 180 -R "${VERIFY:-ConvBlock|Determinism|CapturedStep|Trainer|BatchSource|Graph|Direct|Jit}" \
+    --output-on-failure >"$L/ctest-verify.log" 2>&1
+  note "ctest -R: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest-verify.log")"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest-verify.log" | head -20 | tee -a "$S"
+  grep -E 'Failure|actual:|worst relative|Error' "$L/ctest-verify.log" | head -30 | tee -a "$S"
+  wait $py
+  note "tapegrad_torch (CUDA) tests: $(cat "$L/python.rc") ($(($(date +%s) - t0)) s) $(grep -E '^(OK|FAILED|Ran)' "$L/python.log" | tr '\n' ' ')"
+  grep -E "^(FAIL|ERROR):|Error|Fatal Python" "$L/python.log" | head -20 | tee -a "$S"
+  local F=${SANITIZE:-Shapes/ConvBlockCuda.*:ConvBlockEpilogue*}
+  for tool in memcheck racecheck; do
+    t0=$(date +%s)
+    timeout 100 compute-sanitizer --tool $tool --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/$tool-final.log" 2>&1
+    note "$tool ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/$tool-final.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/$tool-final.log" | tr '\n' ' ')"
+  done
+  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
+  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+  E2E_TORCH=0 stage_e2e
+}
+
 stage_e2e() {
   OUT=$L timeout 300 scripts/bench-e2e.sh gpu >"$L/e2e.log" 2>&1
   note "e2e: rc=$?"; cat "$L/e2e-table.md" >>"$S" 2>/dev/null
@@ -149,8 +177,8 @@ stage_sweep() {
 build
 for stage in "$@"; do
   case "$stage" in
-    tests | verify | interop | e2e | sweep) "stage_$stage" ;;
-    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, verify, interop, e2e or sweep" >&2; exit 2 ;;
+    tests | verify | interop | e2e | sweep | final) "stage_$stage" ;;
+    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, verify, interop, e2e, sweep or final" >&2; exit 2 ;;
   esac
 done
 cat "$S"
