@@ -155,6 +155,15 @@ stage_final() {
   done
   timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
   note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+  # The direct kernels against the epilogue path (cuDNN + fused epilogue) at sweep shapes where the
+  # direct forward is slow: data for the dispatch between them.
+  local sh n ci co hw k g
+  for sh in 64,32,64,96,3,16 32,16,32,192,3,4 128,4,32,128,5,8 64,8,64,128,3,8; do
+    IFS=, read -r n ci co hw k g <<<"$sh"
+    for d in 1 0; do
+      note "TG_DIRECT_KERNELS=$d $sh: $(TG_DIRECT_KERNELS=$d timeout 30 $E/tg-bench --batch $n --in-channels $ci --out-channels $co --size $hw --kernel $k --groups $g --items forward,train_step 2>&1 | grep -E 'path|forward|train_step' | tr -s ' ' | tr '\n' ' ')"
+    done
+  done
   E2E_TORCH=0 stage_e2e
 }
 

@@ -88,7 +88,14 @@ struct BackwardConfig {
   int accumulators;   ///< weight-gradient registers per thread
 };
 constexpr int kDirectMaxWgAccumulators = 72;
-constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, int passes) {
+/// dz's row pitch in shared memory (floats per channel): 513 for the FMA weight gradient's reads
+/// (a thread's 4 channels, lanes along pixels); 516 for the TF32 one's mma fragments (channel g,
+/// pixel q of a lane: banks 4g + q, all 32 distinct).
+constexpr int direct_dz_pitch(bool tf32_wg) {
+  return tf32_wg ? kDirectTileH * kDirectTileW + 4 : kDirectTileH * kDirectTileW + 1;
+}
+constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, int passes,
+                                         bool tf32_wg = false) {
   const int s16 = cout / 16;
   const int threads = 128 * (s16 < 1 ? 1 : s16 > 4 ? 4 : s16);
   const int warps = threads / 32;
@@ -97,7 +104,7 @@ constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, in
   const int units = (cs / 4) * cin * (ks / kr);
   const int upp = (units + threads - 1) / threads;
   const int ws = cout * cin * ks * ks;
-  const int ppad = kDirectTileH * kDirectTileW + 1;
+  const int ppad = direct_dz_pitch(tf32_wg);
   const int dyn = nbuf * direct_tile(cin, ks).xs + cs * ppad;
   int psets = 1;
   if (upp == 1) {
@@ -123,13 +130,49 @@ constexpr BackwardConfig backward_config(int cin, int cout, int ks, int nbuf, in
   return c;
 }
 
+/// The backward's weight gradient on TF32 tensor cores (mma m16n8k8; used when TF32 is allowed and
+/// this fits): per pass the slice's cs x nw gradient (nw = Cin*k*k) in 16 x 8 tiles, M = output
+/// channels (mt m-tiles, the last one zero-padded), N = weights (ci, kh, kw) (nt n-tiles), K = the
+/// tile's pixels, 8 per k-step along a row. The warps split the tile's 8 rows into wk groups and the
+/// n-tiles into wn = warps / wk sets (n-tile j goes to set j % wn, ntw per warp); a warp keeps
+/// passes * mt * ntw * 4 accumulators over all its tiles. With wk > 1 the groups' sums are added in
+/// shared memory at the end (wk * ws floats, reusing the tiles' space), in fixed order.
+/// Fewer than the FMA path's: they stay live through the dz phase, and two CTAs of 256 threads per
+/// SM leave 128 registers a thread.
+constexpr int kDirectMaxWgTf32Accumulators = 48;
+struct WgTf32Config {
+  bool ok;
+  int mt, nw, nt, wk, wn, ntw, accumulators;
+};
+constexpr WgTf32Config wg_tf32_config(int cin, int cout, int ks, int nbuf, int passes) {
+  const BackwardConfig b = backward_config(cin, cout, ks, nbuf, passes, true);
+  WgTf32Config best{false, 0, 0, 0, 0, 0, 0, 0};
+  const int mt = (b.cs + 15) / 16, nw = cin * ks * ks, nt = (nw + 7) / 8;
+  int best_cost = 0;
+  for (int wk = 1; wk <= kDirectTileH; wk *= 2) {
+    if (b.warps % wk != 0) continue;
+    const int wn = b.warps / wk, ntw = (nt + wn - 1) / wn;
+    const int acc = passes * mt * ntw * 4;
+    if (acc > kDirectMaxWgTf32Accumulators || (wk > 1 && wk * b.ws > b.dyn_floats)) continue;
+    const int cost = ntw * (kDirectTileH / wk);  // k-steps x n-tiles a warp does per row of mt
+    if (!best.ok || cost < best_cost) {
+      best = WgTf32Config{true, mt, nw, nt, wk, wn, ntw, acc};
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 /// What the host picks for (Cin, Cout, k) under a shared-memory limit (floats per block): the
-/// buffers of each kernel and the backward's passes; 0 where nothing fits.
+/// buffers of each kernel and the backward's passes; 0 where nothing fits. bwd_tf32: with TF32
+/// allowed, the backward's weight gradient runs on tensor cores (wg_tf32_config) at those buffers
+/// and passes, where that fits; else on FP32 FMAs.
 struct DirectChoice {
   int fwd_nbuf, bwd_nbuf, bwd_passes;
+  bool bwd_tf32;
 };
 constexpr DirectChoice direct_choice(int cin, int cout, int ks, bool tf32, int limit_floats) {
-  DirectChoice c{0, 0, 0};
+  DirectChoice c{0, 0, 0, false};
   for (int nbuf = 2; nbuf >= 1 && c.fwd_nbuf == 0; --nbuf) {
     const int need = tf32 ? tf32_config(cin, cout, ks, nbuf).dyn_floats +
                                 tf32_config(cin, cout, ks, nbuf).static_floats
@@ -148,6 +191,11 @@ constexpr DirectChoice direct_choice(int cin, int cout, int ks, bool tf32, int l
         c.bwd_passes = passes;
       }
     }
+  }
+  if (tf32 && c.bwd_nbuf > 0) {
+    const BackwardConfig b = backward_config(cin, cout, ks, c.bwd_nbuf, c.bwd_passes, true);
+    c.bwd_tf32 = b.dyn_floats + b.static_floats <= limit_floats &&
+                 wg_tf32_config(cin, cout, ks, c.bwd_nbuf, c.bwd_passes).ok;
   }
   return c;
 }

@@ -29,11 +29,13 @@ std::string forward_instance(int cin, int cout, int k, bool tf32) {
   return instance(tf32 ? "forward_tf32_kernel" : "forward_fma_kernel", cin, cout, k,
                   std::to_string(choice(cin, cout, k, tf32).fwd_nbuf));
 }
-std::string backward_instance(int cin, int cout, int k, bool loss) {
-  const DirectChoice c = choice(cin, cout, k, false);
+// The backward for TF32 allowed or not: its buffers and passes do not depend on it; its weight
+// gradient runs on tensor cores where DirectChoice::bwd_tf32 says so.
+std::string backward_instance(int cin, int cout, int k, bool loss, bool tf32) {
+  const DirectChoice c = choice(cin, cout, k, tf32);
   return instance("backward_kernel", cin, cout, k,
                   std::to_string(c.bwd_nbuf) + ", " + std::to_string(c.bwd_passes) + ", " +
-                      (loss ? "true" : "false"));
+                      (loss ? "true" : "false") + ", " + (c.bwd_tf32 ? "true" : "false"));
 }
 
 int persistent_grid(const void* kernel, int threads, size_t smem, int total_tiles) {
@@ -96,8 +98,8 @@ std::string conv_block_direct_check(int cin, int cout, int k, bool tf32) {
 
 void conv_block_direct_prepare(int cin, int cout, int k, bool tf32) {
   jit_kernel(forward_instance(cin, cout, k, tf32));
-  jit_kernel(backward_instance(cin, cout, k, true));
-  jit_kernel(backward_instance(cin, cout, k, false));
+  jit_kernel(backward_instance(cin, cout, k, true, tf32));
+  jit_kernel(backward_instance(cin, cout, k, false, tf32));
 }
 
 ConvBlockShape conv_block_shape(int N, int H, int W, int k, int G) {
@@ -149,9 +151,10 @@ void conv_block_backward_cuda(const ConvBlockBackwardArgs& a) {
   const std::string why = conv_block_direct_check(a.cin, a.cout, a.k, false);
   TG_CHECK(why.empty(), "conv_block: no direct backward kernel for Cin ", a.cin, ", Cout ", a.cout,
            ", k ", a.k, ": ", why);
-  const DirectChoice ch = choice(a.cin, a.cout, a.k, false);
-  const BackwardConfig c = backward_config(a.cin, a.cout, a.k, ch.bwd_nbuf, ch.bwd_passes);
-  const void* kernel = jit_kernel(backward_instance(a.cin, a.cout, a.k, a.loss_target));
+  const DirectChoice ch = choice(a.cin, a.cout, a.k, a.tf32);
+  const BackwardConfig c =
+      backward_config(a.cin, a.cout, a.k, ch.bwd_nbuf, ch.bwd_passes, ch.bwd_tf32);
+  const void* kernel = jit_kernel(backward_instance(a.cin, a.cout, a.k, a.loss_target, a.tf32));
   const size_t smem = size_t(c.dyn_floats) * sizeof(float);
   ConvBlockShape sh = a.shape;
   const int grid = conv_block_backward_grid(sh, a.cout);

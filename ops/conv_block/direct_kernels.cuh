@@ -13,8 +13,9 @@
 //     combined with Chan's formula (equal counts).
 //   backward_kernel      per tile, dz for all channels into shared memory (recomputing s, xhat, y, dy
 //                        from z and t), per-channel d bias / d scale in registers, then the weight
-//                        gradient dW += dz (x) im2col(x) in FP32 FMAs. Per-CTA partials, summed in
-//                        fixed order afterwards (backward_finalize): deterministic.
+//                        gradient dW += dz (x) im2col(x) in FP32 FMAs, or with TF32 allowed on
+//                        mma.sync m16n8k8 where it fits. Per-CTA partials, summed in fixed order
+//                        afterwards (backward_finalize): deterministic.
 #pragma once
 
 #include "../../core/cuda_reduce.cuh"
@@ -443,9 +444,14 @@ __global__ void __launch_bounds__(256, 2)
 }
 
 // ---- backward: dz per tile, per-channel d bias / d scale, weight gradient -------------------------
-template <int CIN, int COUT, int KS, int NBUF, int PASSES>
+template <int CIN, int COUT, int KS, int NBUF, int PASSES, bool TF32W>
 struct BwdK : TileK<CIN, KS, backward_config(CIN, COUT, KS, NBUF, PASSES).threads, NBUF> {
-  static constexpr BackwardConfig CFG = backward_config(CIN, COUT, KS, NBUF, PASSES);
+  static constexpr BackwardConfig CFG = backward_config(CIN, COUT, KS, NBUF, PASSES, TF32W);
+  static constexpr WgTf32Config WG = wg_tf32_config(CIN, COUT, KS, NBUF, PASSES);
+  // The TF32 weight gradient's partition (direct_config.h; 1s when it is not used).
+  static constexpr int MT = TF32W ? WG.mt : 1, NW = WG.nw, WK = TF32W ? WG.wk : 1;
+  static constexpr int WN = TF32W ? WG.wn : 1, NTW = TF32W ? WG.ntw : 1;
+  static_assert(!TF32W || WG.ok, "no TF32 weight-gradient configuration for this shape");
   static constexpr int CS = CFG.cs, CPW = CFG.cpw, KR = CFG.kr;
   static constexpr int UPP = CFG.upp, UNITS = CFG.units_per_pass, PSETS = CFG.psets;
   static constexpr int ROWS_PER_PSET = kDirectTileH / PSETS;
@@ -456,11 +462,13 @@ struct BwdK : TileK<CIN, KS, backward_config(CIN, COUT, KS, NBUF, PASSES).thread
 
 // Pass p, Cout slice [p*CS, (p+1)*CS): dz of the slice's channels into shared memory, then
 // dW[co][ci][kh][kw] += sum over the tile's pixels of dz[co][p] * x[ci][p + (kh, kw)] for them.
-// A unit (cog, wci, khg) of a pass covers channels p*CS + 4 cog.., input channel wci, kernel rows
-// KR khg..; cog fastest (a warp's lanes read the same input row: broadcast).
-template <int CIN, int COUT, int KS, int NBUF, int PASSES, bool LOSS>
-__global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES>::THREADS,
-                                  BwdK<CIN, COUT, KS, NBUF, PASSES>::MIN_BLOCKS)
+// FP32 FMAs (TF32W false): a unit (cog, wci, khg) of a pass covers channels p*CS + 4 cog.., input
+// channel wci, kernel rows KR khg..; cog fastest (a warp's lanes read the same input row:
+// broadcast). TF32W: an implicit GEMM on mma.sync m16n8k8 (WgTf32Config): A = dz [co][pixel] from
+// shared memory, B = the input tile read as im2col [pixel][(ci, kh, kw)] at per-lane offsets.
+template <int CIN, int COUT, int KS, int NBUF, int PASSES, bool LOSS, bool TF32W = false>
+__global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES, TF32W>::THREADS,
+                                  BwdK<CIN, COUT, KS, NBUF, PASSES, TF32W>::MIN_BLOCKS)
     backward_kernel(const float* __restrict__ x, const float* __restrict__ z,
                     const float* __restrict__ other, const float* __restrict__ mean,
                     const float* __restrict__ rstd, const float* __restrict__ A,
@@ -470,7 +478,7 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES>::THREADS,
                     float dy_scale, ConvBlockShape sh, float* __restrict__ dz_out,
                     float* __restrict__ dw_part, float* __restrict__ dbias_part,
                     float* __restrict__ dscale_part) {
-  using C = BwdK<CIN, COUT, KS, NBUF, PASSES>;
+  using C = BwdK<CIN, COUT, KS, NBUF, PASSES, TF32W>;
   extern __shared__ __align__(16) float smem[];
   float* xbuf = smem;                // input tiles, [NBUF][CIN][IH][PITCH]
   float* dzs = smem + NBUF * C::XS;  // [CS][PPAD]
@@ -489,24 +497,48 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES>::THREADS,
   const int pset = C::UPP == 1 ? t / C::UNITS : 0;
   const bool wg_rows = pset < C::PSETS;
   auto unit_of = [&](int u) { return C::UPP == 1 ? t % C::UNITS : t + u * C::THREADS; };
-  int xoff[C::UPP], dzoff[C::UPP];  // each unit's first input row and dz row in shared memory
+  // FMA path: each unit's first input row and dz row in shared memory, and its accumulators.
+  constexpr int FP = TF32W ? 1 : PASSES, FU = TF32W ? 1 : C::UPP;
+  int xoff[FU], dzoff[FU];
+  float wacc[FP][FU][4][C::KR][KS];
+  // TF32 path: this warp's row group and n-tile set, the input-tile offset of each of its n-tiles'
+  // weight (ci, kh, kw) for this lane's column g (-1 past Cin*k*k), and the accumulators.
+  const int mg = lane >> 2, mq = lane & 3;  // mma groupID and thread-in-group
+  const int wrow = warp / C::WN, wset = warp % C::WN;
+  int boff[C::NTW];
+  float tacc[TF32W ? PASSES : 1][C::MT][C::NTW][4];
+  if constexpr (TF32W) {
 #pragma unroll
-  for (int u = 0; u < C::UPP; ++u) {
-    const int unit = unit_of(u), cog = unit % (C::CS / 4), rest = unit / (C::CS / 4);
-    xoff[u] = ((rest % CIN) * C::IH + (rest / CIN) * C::KR) * C::PITCH;
-    dzoff[u] = cog * 4 * C::PPAD;
+    for (int j = 0; j < C::NTW; ++j) {
+      const int n = (wset + j * C::WN) * 8 + mg;
+      boff[j] = n < C::NW ? ((n / (KS * KS)) * C::IH + (n / KS) % KS) * C::PITCH + n % KS : -1;
+    }
+#pragma unroll
+    for (int ps = 0; ps < PASSES; ++ps)
+#pragma unroll
+      for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+        for (int j = 0; j < C::NTW; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) tacc[ps][m][j][e] = 0.f;
+  } else {
+#pragma unroll
+    for (int u = 0; u < C::UPP; ++u) {
+      const int unit = unit_of(u), cog = unit % (C::CS / 4), rest = unit / (C::CS / 4);
+      xoff[u] = ((rest % CIN) * C::IH + (rest / CIN) * C::KR) * C::PITCH;
+      dzoff[u] = cog * 4 * C::PPAD;
+    }
+#pragma unroll
+    for (int ps = 0; ps < PASSES; ++ps)
+#pragma unroll
+      for (int u = 0; u < C::UPP; ++u)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int a = 0; a < C::KR; ++a)
+#pragma unroll
+            for (int b = 0; b < KS; ++b) wacc[ps][u][j][a][b] = 0.f;
   }
-  float wacc[PASSES][C::UPP][4][C::KR][KS];
-#pragma unroll
-  for (int ps = 0; ps < PASSES; ++ps)
-#pragma unroll
-    for (int u = 0; u < C::UPP; ++u)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int a = 0; a < C::KR; ++a)
-#pragma unroll
-          for (int b = 0; b < KS; ++b) wacc[ps][u][j][a][b] = 0.f;
   // d bias / d scale: per lane in registers over the tiles (one pass), or with several passes
   // flushed per pass into shared memory (each channel has one warp: a fixed order).
   float acc_db[C::CPW], acc_ds[C::CPW];
@@ -581,36 +613,66 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES>::THREADS,
       if (ps == 0) pipe.wait_current(tile);
       __syncthreads();
 
+      if constexpr (TF32W) {
+        // This warp's rows of the tile; per row 8 k-steps of 8 pixels. Fragment rows past the
+        // slice's CS channels are zero.
+        for (int rr = 0; rr < kDirectTileH / C::WK; ++rr) {
+          const int r_ = wrow * (kDirectTileH / C::WK) + rr;
+          const float* xr = xs + r_ * C::PITCH;
+          const float* dzr = dzs + r_ * C::TW;
+#pragma unroll 2
+          for (int st = 0; st < C::TW / 8; ++st) {
+            const int p0 = st * 8 + mq, p1 = p0 + 4;
+            uint32_t a[C::MT][4];
 #pragma unroll
-      for (int u = 0; u < C::UPP; ++u) {
-        if (unit_of(u) >= C::UNITS || !wg_rows) continue;
-        for (int rr = 0; rr < C::ROWS_PER_PSET; ++rr) {
-          const int r_ = pset * C::ROWS_PER_PSET + rr;
-          const float* xr = xs + xoff[u] + r_ * C::PITCH;
-          float win[C::KR][KS];
+            for (int m = 0; m < C::MT; ++m) {
+              const int c0 = m * 16 + mg, c1 = c0 + 8;
+              a[m][0] = c0 < C::CS ? to_tf32(dzr[c0 * C::PPAD + p0]) : 0u;
+              a[m][1] = c1 < C::CS ? to_tf32(dzr[c1 * C::PPAD + p0]) : 0u;
+              a[m][2] = c0 < C::CS ? to_tf32(dzr[c0 * C::PPAD + p1]) : 0u;
+              a[m][3] = c1 < C::CS ? to_tf32(dzr[c1 * C::PPAD + p1]) : 0u;
+            }
 #pragma unroll
-          for (int kh = 0; kh < C::KR; ++kh)
+            for (int j = 0; j < C::NTW; ++j) {
+              const uint32_t b0 = boff[j] >= 0 ? to_tf32(xr[boff[j] + p0]) : 0u;
+              const uint32_t b1 = boff[j] >= 0 ? to_tf32(xr[boff[j] + p1]) : 0u;
 #pragma unroll
-            for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = xr[kh * C::PITCH + kw];
-          const float* dzp = dzs + dzoff[u] + r_ * C::TW;
-#pragma unroll 4
-          for (int c_ = 0; c_ < C::TW; ++c_) {
+              for (int m = 0; m < C::MT; ++m) mma_tf32(tacc[ps][m][j], a[m], b0, b1);
+            }
+          }
+        }
+      } else {
 #pragma unroll
-            for (int kh = 0; kh < C::KR; ++kh) win[kh][KS - 1] = xr[kh * C::PITCH + c_ + KS - 1];
-            float d[4];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) d[j] = dzp[j * C::PPAD + c_];
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-#pragma unroll
-              for (int kh = 0; kh < C::KR; ++kh)
-#pragma unroll
-                for (int kw = 0; kw < KS; ++kw)
-                  wacc[ps][u][j][kh][kw] = fmaf(d[j], win[kh][kw], wacc[ps][u][j][kh][kw]);
+        for (int u = 0; u < C::UPP; ++u) {
+          if (unit_of(u) >= C::UNITS || !wg_rows) continue;
+          for (int rr = 0; rr < C::ROWS_PER_PSET; ++rr) {
+            const int r_ = pset * C::ROWS_PER_PSET + rr;
+            const float* xr = xs + xoff[u] + r_ * C::PITCH;
+            float win[C::KR][KS];
 #pragma unroll
             for (int kh = 0; kh < C::KR; ++kh)
 #pragma unroll
-              for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = win[kh][kw + 1];
+              for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = xr[kh * C::PITCH + kw];
+            const float* dzp = dzs + dzoff[u] + r_ * C::TW;
+#pragma unroll 4
+            for (int c_ = 0; c_ < C::TW; ++c_) {
+#pragma unroll
+              for (int kh = 0; kh < C::KR; ++kh) win[kh][KS - 1] = xr[kh * C::PITCH + c_ + KS - 1];
+              float d[4];
+#pragma unroll
+              for (int j = 0; j < 4; ++j) d[j] = dzp[j * C::PPAD + c_];
+#pragma unroll
+              for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+                  for (int kw = 0; kw < KS; ++kw)
+                    wacc[ps][u][j][kh][kw] = fmaf(d[j], win[kh][kw], wacc[ps][u][j][kh][kw]);
+#pragma unroll
+              for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+                for (int kw = 0; kw < KS - 1; ++kw) win[kh][kw] = win[kh][kw + 1];
+            }
           }
         }
       }
@@ -636,48 +698,85 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES>::THREADS,
       dscale_part[size_t(blockIdx.x) * COUT + i] = sds[i];
     }
   }
-  // Weight index of (pass, unit, j, kh, kw) in [co][ci][kh][kw].
-  auto widx = [&](int ps, int unit, int j, int kh, int kw) {
-    const int cog = unit % (C::CS / 4), rest = unit / (C::CS / 4);
-    const int wci = rest % CIN, kh0 = (rest / CIN) * C::KR;
-    return (((ps * C::CS + cog * 4 + j) * CIN + wci) * KS + kh0 + kh) * KS + kw;
-  };
-  if (C::PSETS == 1) {  // every weight has one owner: straight out
+  if constexpr (TF32W) {
+    // Fragment element e of (m, j) is channel ps*CS + m*16 + g + 8*(e/2), weight
+    // (wset + j*WN)*8 + 2q + e%2 of [ci][kh][kw]. One row group: straight out; several: summed in
+    // shared memory, groups in order.
+    float* red = smem;  // [WK][WS], reuses the tiles' space (wg_tf32_config makes it fit)
+    if (C::WK > 1) __syncthreads();
 #pragma unroll
     for (int ps = 0; ps < PASSES; ++ps)
 #pragma unroll
-      for (int u = 0; u < C::UPP; ++u) {
-        const int unit = unit_of(u);
-        if (unit >= C::UNITS || !wg_rows) continue;
+      for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+        for (int j = 0; j < C::NTW; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int co = m * 16 + mg + 8 * (e >> 1);
+            const int n = (wset + j * C::WN) * 8 + 2 * mq + (e & 1);
+            if (co >= C::CS || n >= C::NW || wset + j * C::WN >= C::WG.nt) continue;
+            const int i = (ps * C::CS + co) * C::NW + n;
+            if (C::WK == 1)
+              dw_part[size_t(blockIdx.x) * C::WS + i] = tacc[ps][m][j][e];
+            else
+              red[wrow * C::WS + i] = tacc[ps][m][j][e];
+          }
+    if (C::WK > 1) {
+      __syncthreads();
+      for (int i = t; i < C::WS; i += C::THREADS) {
+        float v = 0.f;
+        for (int r = 0; r < C::WK; ++r) v += red[r * C::WS + i];
+        dw_part[size_t(blockIdx.x) * C::WS + i] = v;
+      }
+    }
+  } else {
+    (void)boff;
+    (void)tacc;
+    (void)wrow;
+    (void)wset;
+    // Weight index of (pass, unit, j, kh, kw) in [co][ci][kh][kw].
+    auto widx = [&](int ps, int unit, int j, int kh, int kw) {
+      const int cog = unit % (C::CS / 4), rest = unit / (C::CS / 4);
+      const int wci = rest % CIN, kh0 = (rest / CIN) * C::KR;
+      return (((ps * C::CS + cog * 4 + j) * CIN + wci) * KS + kh0 + kh) * KS + kw;
+    };
+    if (C::PSETS == 1) {  // every weight has one owner: straight out
+#pragma unroll
+      for (int ps = 0; ps < PASSES; ++ps)
+#pragma unroll
+        for (int u = 0; u < C::UPP; ++u) {
+          const int unit = unit_of(u);
+          if (unit >= C::UNITS || !wg_rows) continue;
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int kh = 0; kh < C::KR; ++kh)
+#pragma unroll
+              for (int kw = 0; kw < KS; ++kw)
+                dw_part[size_t(blockIdx.x) * C::WS + widx(ps, unit, j, kh, kw)] = wacc[ps][u][j][kh][kw];
+        }
+      return;
+    }
+    __syncthreads();
+    float* red = smem;  // [PSETS][WS], reuses the tiles' space (backward_config makes it fit)
+    if (wg_rows) {
+      const int unit = unit_of(0);
+#pragma unroll
+      for (int ps = 0; ps < PASSES; ++ps)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
 #pragma unroll
           for (int kh = 0; kh < C::KR; ++kh)
 #pragma unroll
             for (int kw = 0; kw < KS; ++kw)
-              dw_part[size_t(blockIdx.x) * C::WS + widx(ps, unit, j, kh, kw)] = wacc[ps][u][j][kh][kw];
-      }
-    return;
-  }
-  __syncthreads();
-  float* red = smem;  // [PSETS][WS], reuses the tiles' space (backward_config makes it fit)
-  if (wg_rows) {
-    const int unit = unit_of(0);
-#pragma unroll
-    for (int ps = 0; ps < PASSES; ++ps)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int kh = 0; kh < C::KR; ++kh)
-#pragma unroll
-          for (int kw = 0; kw < KS; ++kw)
-            red[pset * C::WS + widx(ps, unit, j, kh, kw)] = wacc[ps][0][j][kh][kw];
-  }
-  __syncthreads();
-  for (int i = t; i < C::WS; i += C::THREADS) {
-    float v = 0.f;
-    for (int p = 0; p < C::PSETS; ++p) v += red[p * C::WS + i];
-    dw_part[size_t(blockIdx.x) * C::WS + i] = v;
+              red[pset * C::WS + widx(ps, unit, j, kh, kw)] = wacc[ps][0][j][kh][kw];
+    }
+    __syncthreads();
+    for (int i = t; i < C::WS; i += C::THREADS) {
+      float v = 0.f;
+      for (int p = 0; p < C::PSETS; ++p) v += red[p * C::WS + i];
+      dw_part[size_t(blockIdx.x) * C::WS + i] = v;
+    }
   }
 }
 

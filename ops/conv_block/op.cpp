@@ -221,6 +221,7 @@ class ConvBlockNode : public ConvBlockNodeBase {
     a.k = k;
     a.shape = sh_;
     a.loss_target = loss_;
+    a.tf32 = conv::allow_tf32();  // read when the backward runs, as cuDNN's backward convolutions do
     a.x = f(x);
     a.z = f(fw.z);
     a.other = f(other);

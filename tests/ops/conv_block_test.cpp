@@ -356,6 +356,45 @@ TEST(ConvBlockCudaTf32, FusedMatchesFloat64ReferenceWithinTf32Error) {
   }
 }
 
+// TF32 allowed when the backward runs puts the direct kernels' weight gradient on tensor cores
+// (DirectChoice::bwd_tf32) and nothing else: after the same strict-float32 forward, the weight's
+// gradient differs from the strict backward's by TF32's rounding (more than float32's 1e-6, within
+// 1e-2 of float64), while every other parameter's gradient is the same bits (their sums do not
+// involve the weight gradient's arithmetic).
+TEST(ConvBlockCudaTf32, BackwardWeightGradientOnTensorCoresWhenAllowed) {
+  TG_SKIP_WITHOUT_GPU();
+  for (auto [n, cin, cout, h, w, k, g] : {std::make_tuple(2, 16, 32, 20, 70, 3, 8),
+                                          std::make_tuple(3, 3, 16, 34, 34, 3, 8),
+                                          std::make_tuple(2, 4, 24, 17, 80, 5, 6)}) {
+    SCOPED_TRACE(std::to_string(cin) + " -> " + std::to_string(cout) + ", k " + std::to_string(k));
+    Block ref = make_block(n, cin, cout, h, w, k, g, DType::Float64, 900 + h);
+    Tensor lr = ops::conv_block_mse_loss(ref.x, ref.p, ref.target);
+    lr.backward();
+    std::vector<std::vector<Tensor>> grads;
+    for (bool tf32_backward : {false, true}) {
+      Block gpu = convert(ref, Device::CUDA, DType::Float32);
+      ops::conv::set_allow_tf32(false);
+      ASSERT_EQ(ops::conv_block_can_implement(gpu.x, gpu.p, gpu.target).path,
+                ops::ConvBlockPath::DirectCuda);
+      Tensor loss = ops::conv_block_mse_loss(gpu.x, gpu.p, gpu.target);
+      ops::conv::set_allow_tf32(tf32_backward);
+      loss.backward();
+      std::vector<Tensor> gs;
+      for (const Tensor& p : gpu.params()) gs.push_back(p.grad().to(Device::CPU));
+      grads.push_back(gs);
+    }
+    ops::conv::set_allow_tf32(true);
+    auto pr = ref.params();
+    const double strict = tg::testing::rel_l2(grads[0][0], pr[0].grad());
+    const double tf32 = tg::testing::rel_l2(grads[1][0], pr[0].grad());
+    EXPECT_LT(tf32, 1e-2) << "weight gradient with TF32";
+    EXPECT_GT(tg::testing::rel_l2(grads[1][0], grads[0][0]), 10 * strict + 1e-6)
+        << "the weight gradient did not change with TF32 (strict error " << strict << ")";
+    for (size_t i = 1; i < grads[0].size(); ++i)
+      EXPECT_EQ(tg::testing::rel_l2(grads[1][i], grads[0][i]), 0.0) << "parameter " << i;
+  }
+}
+
 // ---- the choice of path, and the epilogue path (cuDNN convolutions + fused epilogue kernels)
 // -----
 
