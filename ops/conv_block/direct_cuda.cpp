@@ -1,6 +1,7 @@
 // Launchers of the direct kernels (ops/conv_block/direct_kernels.cuh): the kernel for the problem's
 // (Cin, Cout, k) is compiled at run time (jit.h) and its tile configuration (direct_config.h) sizes
 // the launch. conv_block_direct_check says which (Cin, Cout, k) they handle.
+#include <cstdlib>
 #include <string>
 
 #include "../../core/cuda_context.h"
@@ -29,10 +30,20 @@ std::string forward_instance(int cin, int cout, int k, bool tf32) {
   return instance(tf32 ? "forward_tf32_kernel" : "forward_fma_kernel", cin, cout, k,
                   std::to_string(choice(cin, cout, k, tf32).fwd_nbuf));
 }
+// TG_TF32_WGRAD (read once): off keeps the backward's weight gradient on FP32 FMAs with TF32
+// allowed (to compare, or to rule the tensor-core path out).
+bool tf32_wgrad_enabled() {
+  static const bool on = env_switch_enabled("TG_TF32_WGRAD", std::getenv("TG_TF32_WGRAD"));
+  return on;
+}
+
 // The backward for TF32 allowed or not: its buffers and passes do not depend on it; its weight
 // gradient runs on tensor cores where DirectChoice::bwd_tf32 says so.
+DirectChoice backward_choice(int cin, int cout, int k, bool tf32) {
+  return choice(cin, cout, k, tf32 && tf32_wgrad_enabled());
+}
 std::string backward_instance(int cin, int cout, int k, bool loss, bool tf32) {
-  const DirectChoice c = choice(cin, cout, k, tf32);
+  const DirectChoice c = backward_choice(cin, cout, k, tf32);
   return instance("backward_kernel", cin, cout, k,
                   std::to_string(c.bwd_nbuf) + ", " + std::to_string(c.bwd_passes) + ", " +
                       (loss ? "true" : "false") + ", " + (c.bwd_tf32 ? "true" : "false"));
@@ -151,7 +162,7 @@ void conv_block_backward_cuda(const ConvBlockBackwardArgs& a) {
   const std::string why = conv_block_direct_check(a.cin, a.cout, a.k, false);
   TG_CHECK(why.empty(), "conv_block: no direct backward kernel for Cin ", a.cin, ", Cout ", a.cout,
            ", k ", a.k, ": ", why);
-  const DirectChoice ch = choice(a.cin, a.cout, a.k, a.tf32);
+  const DirectChoice ch = backward_choice(a.cin, a.cout, a.k, a.tf32);
   const BackwardConfig c =
       backward_config(a.cin, a.cout, a.k, ch.bwd_nbuf, ch.bwd_passes, ch.bwd_tf32);
   const void* kernel = jit_kernel(backward_instance(a.cin, a.cout, a.k, a.loss_target, a.tf32));

@@ -100,10 +100,11 @@ void conv_block_dz_cpu(const ConvBlockCpuSizes& sz, bool loss_target, const T* z
 /// (Cin, Cout, k) with the forward on TF32 (else FP32 FMAs) on the current device; else the reason.
 std::string conv_block_direct_check(int cin, int cout, int k, bool tf32);
 
-/// TG_DIRECT_KERNELS's value: unset, empty, 1, on or true: the direct kernels run where they can
-/// (default); 0, off or false: those blocks take the epilogue path (no runtime compilation). Throws
-/// for anything else.
-bool direct_kernels_env_enabled(const char* value);
+/// An on/off environment variable `name` with this value: unset, empty, 1, on or true: on (the
+/// default); 0, off or false: off; anything else throws, naming the variable. TG_DIRECT_KERNELS
+/// off: blocks the direct kernels handle take the epilogue path (no runtime compilation).
+/// TG_TF32_WGRAD off: the direct backward's weight gradient stays on FP32 FMAs with TF32 allowed.
+bool env_switch_enabled(const char* name, const char* value);
 /// Compiles (or loads from the disk cache) the direct kernels of (Cin, Cout, k) for the current
 /// device now rather than at first use; thread-safe, so several shapes can be prepared at once.
 void conv_block_direct_prepare(int cin, int cout, int k, bool tf32);

@@ -645,7 +645,7 @@ std::string direct_check(int cin, int cout, int k, bool tf32) {
 // Whether blocks the direct kernels handle take them: TG_DIRECT_KERNELS at the first use, then
 // conv_block_set_direct_enabled.
 std::atomic<bool>& direct_enabled_flag() {
-  static std::atomic<bool> flag{detail::direct_kernels_env_enabled(std::getenv("TG_DIRECT_KERNELS"))};
+  static std::atomic<bool> flag{detail::env_switch_enabled("TG_DIRECT_KERNELS", std::getenv("TG_DIRECT_KERNELS"))};
   return flag;
 }
 
@@ -736,12 +736,12 @@ ConvBlockPlan conv_block_can_implement(const Tensor& x, const ConvBlockParams& p
 void conv_block_set_direct_enabled(bool value) { direct_enabled_flag().store(value); }
 bool conv_block_direct_enabled() { return direct_enabled_flag().load(); }
 
-bool detail::direct_kernels_env_enabled(const char* value) {
+bool detail::env_switch_enabled(const char* name, const char* value) {
   if (value == nullptr || *value == '\0') return true;
   const std::string v = value;
   if (v == "1" || v == "on" || v == "true") return true;
   if (v == "0" || v == "off" || v == "false") return false;
-  TG_THROW("TG_DIRECT_KERNELS: expected 1, on, true (the default) or 0, off, false, got '", v, "'");
+  TG_THROW(name, ": expected 1, on, true (the default) or 0, off, false, got '", v, "'");
 }
 
 bool conv_block_fused_available(const Tensor& x, const ConvBlockParams& p) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -363,6 +364,8 @@ TEST(ConvBlockCudaTf32, FusedMatchesFloat64ReferenceWithinTf32Error) {
 // involve the weight gradient's arithmetic).
 TEST(ConvBlockCudaTf32, BackwardWeightGradientOnTensorCoresWhenAllowed) {
   TG_SKIP_WITHOUT_GPU();
+  if (!ops::detail::env_switch_enabled("TG_TF32_WGRAD", std::getenv("TG_TF32_WGRAD")))
+    GTEST_SKIP() << "TG_TF32_WGRAD is off";
   for (auto [n, cin, cout, h, w, k, g] : {std::make_tuple(2, 16, 32, 20, 70, 3, 8),
                                           std::make_tuple(3, 3, 16, 34, 34, 3, 8),
                                           std::make_tuple(2, 4, 24, 17, 80, 5, 6)}) {
@@ -822,11 +825,15 @@ TEST(ConvBlockCudaDirect, RandomShapesMatchFloat64Composition) {
 // TG_DIRECT_KERNELS, the escape hatch from the runtime-compiled kernels: its accepted values, and a
 // clear error for any other.
 TEST(ConvBlockPlan, DirectKernelsEnvironmentSwitch) {
-  using ops::detail::direct_kernels_env_enabled;
+  auto direct_kernels_env_enabled = [](const char* v) {
+    return ops::detail::env_switch_enabled("TG_DIRECT_KERNELS", v);
+  };
   EXPECT_TRUE(direct_kernels_env_enabled(nullptr));
   EXPECT_TRUE(direct_kernels_env_enabled(""));
   for (const char* on : {"1", "on", "true"}) EXPECT_TRUE(direct_kernels_env_enabled(on)) << on;
   for (const char* off : {"0", "off", "false"}) EXPECT_FALSE(direct_kernels_env_enabled(off)) << off;
   EXPECT_ERROR_HAS(direct_kernels_env_enabled("maybe"), "TG_DIRECT_KERNELS", "0, off, false",
                    "got 'maybe'");
+  EXPECT_ERROR_HAS(ops::detail::env_switch_enabled("TG_TF32_WGRAD", "2"), "TG_TF32_WGRAD",
+                   "got '2'");
 }
