@@ -359,9 +359,10 @@ TEST(ConvBlockCudaTf32, FusedMatchesFloat64ReferenceWithinTf32Error) {
 
 // TF32 allowed when the backward runs puts the direct kernels' weight gradient on tensor cores
 // (DirectChoice::bwd_tf32) and nothing else: after the same strict-float32 forward, the weight's
-// gradient differs from the strict backward's by TF32's rounding (more than float32's 1e-6, within
-// 1e-2 of float64), while every other parameter's gradient is the same bits (their sums do not
-// involve the weight gradient's arithmetic).
+// gradient differs from the strict backward's by TF32's rounding (3x and more the strict one's own
+// error; measured on the H200: 6.8x at 16 -> 32, over 10x at the other two; within 1e-2 of
+// float64), while every other parameter's gradient is the same bits (their sums do not involve
+// the weight gradient's arithmetic).
 TEST(ConvBlockCudaTf32, BackwardWeightGradientOnTensorCoresWhenAllowed) {
   TG_SKIP_WITHOUT_GPU();
   if (!ops::detail::env_switch_enabled("TG_TF32_WGRAD", std::getenv("TG_TF32_WGRAD")))
@@ -391,7 +392,7 @@ TEST(ConvBlockCudaTf32, BackwardWeightGradientOnTensorCoresWhenAllowed) {
     const double strict = tg::testing::rel_l2(grads[0][0], pr[0].grad());
     const double tf32 = tg::testing::rel_l2(grads[1][0], pr[0].grad());
     EXPECT_LT(tf32, 1e-2) << "weight gradient with TF32";
-    EXPECT_GT(tg::testing::rel_l2(grads[1][0], grads[0][0]), 10 * strict + 1e-6)
+    EXPECT_GT(tg::testing::rel_l2(grads[1][0], grads[0][0]), 3 * strict + 1e-6)
         << "the weight gradient did not change with TF32 (strict error " << strict << ")";
     for (size_t i = 1; i < grads[0].size(); ++i)
       EXPECT_EQ(tg::testing::rel_l2(grads[1][i], grads[0][i]), 0.0) << "parameter " << i;
