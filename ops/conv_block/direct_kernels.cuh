@@ -506,21 +506,13 @@ __global__ void __launch_bounds__(BwdK<CIN, COUT, KS, NBUF, PASSES, TF32W>::THRE
   const int mg = lane >> 2, mq = lane & 3;  // mma groupID and thread-in-group
   const int wrow = warp / C::WN, wset = warp % C::WN;
   int boff[C::NTW];
-  float tacc[TF32W ? PASSES : 1][C::MT][C::NTW][4];
+  float tacc[TF32W ? PASSES : 1][C::MT][C::NTW][4] = {};
   if constexpr (TF32W) {
 #pragma unroll
     for (int j = 0; j < C::NTW; ++j) {
       const int n = (wset + j * C::WN) * 8 + mg;
       boff[j] = n < C::NW ? ((n / (KS * KS)) * C::IH + (n / KS) % KS) * C::PITCH + n % KS : -1;
     }
-#pragma unroll
-    for (int ps = 0; ps < PASSES; ++ps)
-#pragma unroll
-      for (int m = 0; m < C::MT; ++m)
-#pragma unroll
-        for (int j = 0; j < C::NTW; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) tacc[ps][m][j][e] = 0.f;
   } else {
 #pragma unroll
     for (int u = 0; u < C::UPP; ++u) {
