@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <string>
+#include <tuple>
 
 #include "test_utils.h"
 
@@ -90,6 +92,32 @@ TEST(ConvBlockJit, CompilesForSm90AndCachesOnDisk) {
 }
 
 // A cache directory that cannot be created is no error: the kernel is compiled in memory.
+// Every kind of direct kernel compiles for sm_90 as the launchers name them (DirectChoice's
+// buffers and passes): the FMA and TF32 forwards, and the backward with its weight gradient on FMAs
+// and on TF32 tensor cores, for the loss and for a given dy. A kernel that only a GPU run would
+// compile fails here, in every CUDA build.
+TEST(ConvBlockJit, EveryKernelKindCompilesForSm90) {
+  using ops::detail::direct_choice;
+  tg::testing::TempDir tmp;
+  CacheDirGuard guard(tmp.file("kernels"));
+  for (auto [cin, cout, k] : {std::make_tuple(8, 32, 3), std::make_tuple(3, 40, 5)}) {
+    const auto c = direct_choice(cin, cout, k, true, 232448 / 4);
+    ASSERT_TRUE(c.bwd_tf32);
+    const std::string args = std::to_string(cin) + ", " + std::to_string(cout) + ", " +
+                             std::to_string(k) + ", ";
+    const std::string bwd = args + std::to_string(c.bwd_nbuf) + ", " +
+                            std::to_string(c.bwd_passes) + ", ";
+    for (const std::string& name :
+         {"forward_fma_kernel<" + args + "2>", "forward_tf32_kernel<" + args + "2>",
+          "backward_kernel<" + bwd + "true, false>", "backward_kernel<" + bwd + "false, true>",
+          "backward_kernel<" + bwd + "true, true>"}) {
+      SCOPED_TRACE(name);
+      const auto r = jit_compile("tg::ops::detail::" + name, 90);
+      EXPECT_GT(r.cubin.size(), 1000u);
+    }
+  }
+}
+
 TEST(ConvBlockJit, UnwritableCacheCompilesInMemory) {
   tg::testing::TempDir tmp;
   tg::testing::write_bytes(tmp.file("a_file"), "x");
