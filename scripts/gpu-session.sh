@@ -31,6 +31,29 @@ build() {
   note "build: ok ($(($(date +%s) - t0)) s) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 }
 
+# The ctests whose names match $1 (a regex), $3 at a time (default 12), log $L/$2.log; the summary
+# gets the count, the failed tests and their failure messages.
+ctest_subset() {
+  local t0; t0=$(date +%s)
+  timeout 200 ctest --test-dir build-gpu -j "${3:-12}" --timeout 180 -R "$1" --output-on-failure >"$L/$2.log" 2>&1
+  note "ctest -R: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/$2.log")"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/$2.log" | head -20 | tee -a "$S"
+  grep -E 'Failure|actual:|worst relative|Error' "$L/$2.log" | head -30 | tee -a "$S"
+}
+
+# compute-sanitizer --tool $1 on the gtests matching the filter $2, log $L/$3.log, at most $4 s.
+sanitize() {
+  local t0; t0=$(date +%s)
+  timeout "$4" compute-sanitizer --tool "$1" --error-exitcode 9 $B --gtest_filter="$2" --gtest_brief=1 >"$L/$3.log" 2>&1
+  note "$1 ($2): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/$3.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/$3.log" | tr '\n' ' ')"
+}
+
+# tg-bench at the two built-in sizes: forward, step, step as a CUDA graph.
+tgbench() {
+  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
+  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+}
+
 stage_tests() {
   local t0; t0=$(date +%s)
   timeout 220 ctest --test-dir build-gpu -j 12 --timeout 200 -E '^parity\.torch' >"$L/ctest.log" 2>&1
@@ -40,33 +63,17 @@ stage_tests() {
   note "tg-gradcheck --op all cuda float64: rc=$? $(tail -1 "$L/gradcheck.log")"
   timeout 30 $E/tg-gradcheck --op all --device cuda --dtype float32 --trials 2 >>"$L/gradcheck.log" 2>&1
   note "tg-gradcheck --op all cuda float32: rc=$? $(tail -1 "$L/gradcheck.log")"
-  local F='*Cuda*:-CudaAllocator.*:CudaGraph*:TgTrain*:*Process*'
-  t0=$(date +%s)
-  timeout 110 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/memcheck.log" 2>&1
-  note "memcheck ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'ERROR SUMMARY' "$L/memcheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/memcheck.log" | tr '\n' ' ')"
-  F='ConvBlockCudaDirect.*:ConvBlockEpilogue*:ReduceCuda.*:BroadcastCuda.*:UnaryCuda.*:ShapeCuda.*:LossCuda.*:GroupNormCuda.*:AdamW*Cuda*:SGDCuda.*'
-  t0=$(date +%s)
-  timeout 110 compute-sanitizer --tool racecheck --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/racecheck.log" 2>&1
-  note "racecheck ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/racecheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/racecheck.log" | tr '\n' ' ')"
-  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
-  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+  sanitize memcheck '*Cuda*:-CudaAllocator.*:CudaGraph*:TgTrain*:*Process*' memcheck 110
+  sanitize racecheck 'ConvBlockCudaDirect.*:ConvBlockEpilogue*:ReduceCuda.*:BroadcastCuda.*:UnaryCuda.*:ShapeCuda.*:LossCuda.*:GroupNormCuda.*:AdamW*Cuda*:SGDCuda.*' racecheck 110
+  tgbench
 }
 
 # A subset of stage_tests: the ctest names matching VERIFY (a regex), racecheck on the CUDA ops'
 # kernels, tg-bench at the two built-in sizes.
 stage_verify() {
-  local t0; t0=$(date +%s)
-  timeout 200 ctest --test-dir build-gpu -j 12 --timeout 180 -R "${VERIFY:-ConvBlock|Trainer|BatchSource|Graph|CapturedStep|parity.sequential}" \
-    --output-on-failure >"$L/ctest-verify.log" 2>&1
-  note "ctest -R: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest-verify.log")"
-  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest-verify.log" | head -20 | tee -a "$S"
-  grep -E 'Failure|actual:|worst relative|Error' "$L/ctest-verify.log" | head -30 | tee -a "$S"
-  local F='ReduceCuda.*:BroadcastCuda.*:UnaryCuda.*:ShapeCuda.*:LossCuda.*:MatmulCuda.*:ElementwiseCuda.*:AdamW*Cuda*'
-  t0=$(date +%s)
-  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/racecheck-ops.log" 2>&1
-  note "racecheck ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/racecheck-ops.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/racecheck-ops.log" | tr '\n' ' ')"
-  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
-  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+  ctest_subset "${VERIFY:-ConvBlock|Trainer|BatchSource|Graph|CapturedStep|parity.sequential}" ctest-verify
+  sanitize racecheck 'ReduceCuda.*:BroadcastCuda.*:UnaryCuda.*:ShapeCuda.*:LossCuda.*:MatmulCuda.*:ElementwiseCuda.*:AdamW*Cuda*' racecheck-ops 150
+  tgbench
 }
 
 stage_interop() {
@@ -139,11 +146,7 @@ stage_final() {
   local t0; t0=$(date +%s)
   ( timeout 240 scripts/build-python.sh --test build-gpu >"$L/python.log" 2>&1; echo "rc=$?" >"$L/python.rc" ) &
   local py=$!
-  timeout 200 ctest --test-dir build-gpu -j 8 --timeout 180 -R "${VERIFY:-ConvBlock|Determinism|CapturedStep|Trainer|BatchSource|Graph|Direct|Jit}" \
-    --output-on-failure >"$L/ctest-verify.log" 2>&1
-  note "ctest -R: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest-verify.log")"
-  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest-verify.log" | head -20 | tee -a "$S"
-  grep -E 'Failure|actual:|worst relative|Error' "$L/ctest-verify.log" | head -30 | tee -a "$S"
+  ctest_subset "${VERIFY:-ConvBlock|Determinism|CapturedStep|Trainer|BatchSource|Graph|Direct|Jit}" ctest-verify 8
   if grep -qE '^\s+[0-9]+ - ' "$L/ctest-verify.log"; then  # failures: again without the TF32 weight gradient
     TG_TF32_WGRAD=0 timeout 120 ctest --test-dir build-gpu --rerun-failed -j 8 --output-on-failure >"$L/ctest-rerun.log" 2>&1
     note "the failed ctests again with TG_TF32_WGRAD=0: rc=$? $(grep -E 'tests passed|tests failed' "$L/ctest-rerun.log")"
@@ -152,13 +155,9 @@ stage_final() {
   note "tapegrad_torch (CUDA) tests: $(cat "$L/python.rc") ($(($(date +%s) - t0)) s) $(grep -E '^(OK|FAILED|Ran)' "$L/python.log" | tr '\n' ' ')"
   grep -E "^(FAIL|ERROR):|Error|Fatal Python" "$L/python.log" | head -20 | tee -a "$S"
   local F=${SANITIZE:-Shapes/ConvBlockCuda.*:ConvBlockEpilogue*:ConvBlockCudaTf32.*}
-  for tool in memcheck racecheck; do
-    t0=$(date +%s)
-    timeout 75 compute-sanitizer --tool $tool --error-exitcode 9 $B --gtest_filter="$F" --gtest_brief=1 >"$L/$tool-final.log" 2>&1
-    note "$tool ($F): rc=$? ($(($(date +%s) - t0)) s) $(grep 'RACECHECK SUMMARY\|ERROR SUMMARY' "$L/$tool-final.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$L/$tool-final.log" | tr '\n' ' ')"
-  done
-  timeout 60 $E/tg-bench --sizes reference,small --items forward,train_step,train_step_graph >"$L/tgbench.txt" 2>&1
-  note "tg-bench: rc=$?"; grep -E "path|forward|train_step|peak" "$L/tgbench.txt" | tee -a "$S"
+  sanitize memcheck "$F" memcheck-final 75
+  sanitize racecheck "$F" racecheck-final 75
+  tgbench
   note "TG_TF32_WGRAD=0 reference: $(TG_TF32_WGRAD=0 timeout 30 $E/tg-bench --sizes reference --items train_step 2>&1 | grep -E 'train_step' | tr -s ' ')"
   # The direct kernels against the epilogue path (cuDNN + fused epilogue) at sweep shapes where the
   # direct forward is slow: data for the dispatch between them.

@@ -37,7 +37,6 @@ struct ConvBlockBackwardArgs {
   bool loss_target;
   bool tf32;  ///< TF32 allowed (ops::conv::allow_tf32() when the backward runs): the direct
               ///< kernels' weight gradient on tensor cores where it fits
-
   const float *x, *z, *other, *mean, *rstd, *A, *B, *bias, *scale, *gamma, *beta;
   const float* gout;  ///< device scalar: the loss's output gradient (null: 1)
   float dy_scale;     ///< 2/numel for the loss; 1 for a given dy

@@ -645,7 +645,8 @@ std::string direct_check(int cin, int cout, int k, bool tf32) {
 // Whether blocks the direct kernels handle take them: TG_DIRECT_KERNELS at the first use, then
 // conv_block_set_direct_enabled.
 std::atomic<bool>& direct_enabled_flag() {
-  static std::atomic<bool> flag{detail::env_switch_enabled("TG_DIRECT_KERNELS", std::getenv("TG_DIRECT_KERNELS"))};
+  static std::atomic<bool> flag{
+      detail::env_switch_enabled("TG_DIRECT_KERNELS", std::getenv("TG_DIRECT_KERNELS"))};
   return flag;
 }
 
