@@ -7,6 +7,9 @@
 #   interop: tapegrad_torch's CUDA tests, ModelNew against Model at the sweep shapes, checkpoint parity
 #   e2e:     scripts/bench-e2e.sh gpu (issue 11's table)
 #   sweep:   scripts/bench.sh --sweep --no-autotune over SWEEP_SHAPES (default: the 9 of bench/shapes.py)
+#   ncu:     Nsight Compute (full set, clocks left alone) on one training step at NCU_SHAPES (default:
+#            the reference, 64,32->64,96 and the small size): per-kernel details and the hottest SASS
+#   proof:   every ctest, memcheck and racecheck on the fused path's random-shape and TF32 tests
 #   final:   VERIFY ctests and the Python tests side by side, sanitizers on SANITIZE, tg-bench, e2e
 #            without the PyTorch rows
 # Usage: scripts/gpu-session.sh STAGE...   Logs: $OUT/logs.tgz; summary: $OUT/summary.txt (printed last).
@@ -171,6 +174,53 @@ stage_final() {
   E2E_TORCH=0 stage_e2e
 }
 
+# One training step (after one warm-up) of each shape "N,Cin,Cout,HW,k,G" under ncu --set full; the
+# summary gets each kernel's duration, throughputs, registers and warp latency, $L/ncu-*.txt the
+# details page. The reports stay in /tmp/ncu (tens of MB each: packing them into the logs took a
+# whole device call once).
+stage_ncu() {
+  local sh n ci co hw k g tag R=/tmp/ncu
+  mkdir -p $R
+  for sh in ${NCU_SHAPES:-128,8,32,256,3,8 64,32,64,96,3,16 128,3,16,32,3,8}; do
+    IFS=, read -r n ci co hw k g <<<"$sh"
+    tag=${sh//,/-}
+    timeout 150 ncu --clock-control none --set full -o "$R/$tag" -f \
+      $E/tg-bench --batch $n --in-channels $ci --out-channels $co --size $hw --kernel $k --groups $g \
+      --items train_step --warmup 1 --reps 1 >"$L/ncu-$tag.log" 2>&1
+    note "ncu $sh: rc=$?"
+    timeout 60 ncu -i "$R/$tag.ncu-rep" --page details >"$L/ncu-$tag.txt" 2>&1
+    timeout 60 ncu -i "$R/$tag.ncu-rep" --page raw --csv --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,smsp__average_warp_latency_per_inst_issued.ratio,smsp__issue_active.avg.pct_of_peak_sustained_active \
+      >"$L/ncu-$tag-raw.csv" 2>&1
+    python3 - "$L/ncu-$tag-raw.csv" <<'PY' | tee -a "$S"
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+hdr = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+if hdr is None:
+    print("ncu raw: no table"); sys.exit()
+h = rows[hdr]
+cols = [c for c in h if "__" in c]
+print("kernel | " + " | ".join(c.split("__")[1][:40] for c in cols))
+for r in rows[hdr + 2:]:
+    d = dict(zip(h, r))
+    print(d["Kernel Name"][:60] + " | " + " | ".join(d.get(c, "") for c in cols))
+PY
+  done
+}
+
+# Issue 12's proof on the GPU: every ctest, then memcheck and racecheck on the random-shape test of
+# the fused path (and the TF32 and epilogue tests), then tg-bench.
+stage_proof() {
+  local t0; t0=$(date +%s)
+  timeout 230 ctest --test-dir build-gpu -j 12 --timeout 200 -E '^parity\.torch' >"$L/ctest.log" 2>&1
+  note "ctest -j12: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest.log")"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest.log" | head -20 | tee -a "$S"
+  grep -E 'Failure|actual:|worst relative' "$L/ctest.log" | head -20 | tee -a "$S"
+  local F=${SANITIZE:-ConvBlockCudaDirect.RandomShapesMatchFloat64Composition:ConvBlockCudaTf32.*:ConvBlockEpilogue*}
+  sanitize memcheck "$F" memcheck-proof 110
+  sanitize racecheck "$F" racecheck-proof 110
+  tgbench
+}
+
 stage_e2e() {
   OUT=$L timeout 300 scripts/bench-e2e.sh gpu >"$L/e2e.log" 2>&1
   note "e2e: rc=$?"; cat "$L/e2e-table.md" >>"$S" 2>/dev/null
@@ -190,8 +240,8 @@ stage_sweep() {
 build
 for stage in "$@"; do
   case "$stage" in
-    tests | verify | interop | e2e | sweep | final) "stage_$stage" ;;
-    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, verify, interop, e2e, sweep or final" >&2; exit 2 ;;
+    tests | verify | interop | e2e | sweep | ncu | proof | final) "stage_$stage" ;;
+    *) echo "gpu-session.sh: unknown stage '$stage'; expected tests, verify, interop, e2e, sweep, ncu, proof or final" >&2; exit 2 ;;
   esac
 done
 cat "$S"
