@@ -8,7 +8,7 @@
 #   e2e:     scripts/bench-e2e.sh gpu (issue 11's table)
 #   sweep:   scripts/bench.sh --sweep --no-autotune over SWEEP_SHAPES (default: the 9 of bench/shapes.py)
 #   ncu:     Nsight Compute (full set, clocks left alone) on one training step at NCU_SHAPES (default:
-#            the reference, 64,32->64,96 and the small size): per-kernel details and the hottest SASS
+#            the reference, 64,32->64,96 and the small size): per-kernel table and details
 #   proof:   every ctest, memcheck and racecheck on the fused path's random-shape and TF32 tests
 #   final:   VERIFY ctests and the Python tests side by side, sanitizers on SANITIZE, tg-bench, e2e
 #            without the PyTorch rows
@@ -34,15 +34,18 @@ build() {
   note "build: ok ($(($(date +%s) - t0)) s) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 }
 
-# The ctests whose names match $1 (a regex), $3 at a time (default 12), log $L/$2.log; the summary
-# gets the count, the failed tests and their failure messages.
-ctest_subset() {
-  local t0; t0=$(date +%s)
-  timeout 200 ctest --test-dir build-gpu -j "${3:-12}" --timeout 180 -R "$1" --output-on-failure >"$L/$2.log" 2>&1
-  note "ctest -R: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/$2.log")"
-  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/$2.log" | head -20 | tee -a "$S"
-  grep -E 'Failure|actual:|worst relative|Error' "$L/$2.log" | head -30 | tee -a "$S"
+# ctest with the selection ARGS (-R / -E ...), J at a time: ctest_run LOG J ARGS...; log $L/LOG.log;
+# the summary gets the count, the failed tests and their failure messages.
+ctest_run() {
+  local log=$1 j=$2 t0; shift 2; t0=$(date +%s)
+  timeout 230 ctest --test-dir build-gpu -j "$j" --timeout 200 --output-on-failure "$@" >"$L/$log.log" 2>&1
+  note "ctest $*: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/$log.log")"
+  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/$log.log" | head -20 | tee -a "$S"
+  grep -E 'Failure|actual:|worst relative|Error' "$L/$log.log" | head -30 | tee -a "$S"
 }
+
+# The ctests whose names match $1 (a regex), $3 at a time (default 12), log $L/$2.log.
+ctest_subset() { ctest_run "$2" "${3:-12}" -R "$1"; }
 
 # compute-sanitizer --tool $1 on the gtests matching the filter $2, log $L/$3.log, at most $4 s.
 sanitize() {
@@ -58,10 +61,7 @@ tgbench() {
 }
 
 stage_tests() {
-  local t0; t0=$(date +%s)
-  timeout 220 ctest --test-dir build-gpu -j 12 --timeout 200 -E '^parity\.torch' >"$L/ctest.log" 2>&1
-  note "ctest -j12: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest.log")"
-  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest.log" | head -20 | tee -a "$S"
+  ctest_run ctest 12 -E '^parity\.torch'
   timeout 60 $E/tg-gradcheck --op all --device cuda --dtype float64 --trials 5 >"$L/gradcheck.log" 2>&1
   note "tg-gradcheck --op all cuda float64: rc=$? $(tail -1 "$L/gradcheck.log")"
   timeout 30 $E/tg-gradcheck --op all --device cuda --dtype float32 --trials 2 >>"$L/gradcheck.log" 2>&1
@@ -210,11 +210,7 @@ PY
 # Issue 12's proof on the GPU: every ctest, then memcheck and racecheck on the random-shape test of
 # the fused path (and the TF32 and epilogue tests), then tg-bench.
 stage_proof() {
-  local t0; t0=$(date +%s)
-  timeout 230 ctest --test-dir build-gpu -j 12 --timeout 200 -E '^parity\.torch' >"$L/ctest.log" 2>&1
-  note "ctest -j12: rc=$? ($(($(date +%s) - t0)) s) $(grep -E 'tests passed|tests failed' "$L/ctest.log")"
-  grep -E '^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subprocess)' "$L/ctest.log" | head -20 | tee -a "$S"
-  grep -E 'Failure|actual:|worst relative' "$L/ctest.log" | head -20 | tee -a "$S"
+  ctest_run ctest 12 -E '^parity\.torch'
   local F=${SANITIZE:-ConvBlockCudaDirect.RandomShapesMatchFloat64Composition:ConvBlockCudaTf32.*:ConvBlockEpilogue*}
   sanitize memcheck "$F" memcheck-proof 110
   sanitize racecheck "$F" racecheck-proof 110
